@@ -1,0 +1,72 @@
+"""Running the pipeline's long-lived processes: the relay and the Faust workers."""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+from enum import StrEnum
+from types import FrameType
+
+import structlog
+from activity_producer.relay import OutboxRelay, RelaySettings, ensure_topics
+from activity_schemas.topics import (
+    AUDIT_TOPIC,
+    DEAD_LETTER_TOPIC,
+    DELIVERIES_TOPIC,
+    EVENTS_TOPIC,
+    RECEIPTS_TOPIC,
+)
+
+__all__ = ["PIPELINE_TOPICS", "WorkerKind", "create_pipeline_topics", "run_relay", "run_worker"]
+
+log = structlog.get_logger(__name__)
+
+PIPELINE_TOPICS = (EVENTS_TOPIC, DELIVERIES_TOPIC, AUDIT_TOPIC, RECEIPTS_TOPIC, DEAD_LETTER_TOPIC)
+
+
+class WorkerKind(StrEnum):
+    """The Faust workers the pipeline runs."""
+
+    ENRICHMENT = "enrichment"
+    SINKS = "sinks"
+
+
+_APP_MODULES = {
+    WorkerKind.ENRICHMENT: "activity_streams.app",
+    WorkerKind.SINKS: "activity_sinks.app",
+}
+
+
+def create_pipeline_topics(settings: RelaySettings) -> list[str]:
+    """Create every topic of the pipeline that is missing; return the names created."""
+    return ensure_topics(
+        settings.kafka_bootstrap_servers,
+        PIPELINE_TOPICS,
+        settings.topic_partitions,
+        settings.topic_replication_factor,
+    )
+
+
+def run_relay(settings: RelaySettings) -> None:
+    """Run the relay until SIGINT or SIGTERM, then drain and flush."""
+    create_pipeline_topics(settings)
+    relay = OutboxRelay(settings)
+
+    def request_stop(signum: int, _: FrameType | None) -> None:
+        log.info("relay_stop_requested", signal=signal.Signals(signum).name)
+        relay.stop()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    log.info("relay_starting", kafka=settings.kafka_bootstrap_servers)
+    relay.run()
+    log.info("relay_stopped", rows_sent=relay.stats.rows_sent, batches=relay.stats.batches)
+
+
+def run_worker(kind: WorkerKind, log_level: str) -> None:
+    """Run a Faust worker of `kind` in this process until it is stopped."""
+    module = importlib.import_module(_APP_MODULES[kind])
+    faust_level = {"warning": "warn", "critical": "crit"}.get(log_level, log_level)
+    sys.argv = [f"activity-{kind.value}", "worker", "--loglevel", faust_level]
+    module.app.main()

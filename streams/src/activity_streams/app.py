@@ -1,0 +1,52 @@
+"""The Faust app of the enrichment worker and its topics.
+
+`activity worker enrichment` runs it; `faust -A activity_streams.app worker`
+does too. Settings come from `ACTIVITY_*` environment variables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faust
+from activity_schemas.topics import (
+    AUDIT_TOPIC,
+    DEAD_LETTER_TOPIC,
+    DELIVERIES_TOPIC,
+    EVENTS_TOPIC,
+)
+
+from activity_streams.settings import StreamsSettings
+
+__all__ = ["app", "audit_topic", "create_app", "dead_letter_topic", "deliveries_topic", "settings"]
+
+
+def create_app(app_id: str, settings: StreamsSettings, web_port: int) -> faust.App:
+    """Return a Faust app with raw keys and values; the agents decode with pydantic."""
+    data_dir = Path(settings.faust_data_dir).resolve() / app_id
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        app_id,
+        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_disable_leader=True,
+        producer_acks=-1,
+        datadir=str(data_dir),
+        web_port=web_port,
+        web_host="127.0.0.1",
+        web_bind="127.0.0.1",
+    )
+
+
+settings = StreamsSettings()
+app = create_app("activity-enrichment", settings, settings.enrichment_web_port)
+
+events_topic = app.topic(EVENTS_TOPIC, partitions=settings.topic_partitions)
+deliveries_topic = app.topic(DELIVERIES_TOPIC, partitions=settings.topic_partitions)
+audit_topic = app.topic(AUDIT_TOPIC, partitions=settings.topic_partitions)
+dead_letter_topic = app.topic(DEAD_LETTER_TOPIC, partitions=settings.topic_partitions)
+
+# Registers the agent on `app`; imported last because it needs the topics above.
+from activity_streams import enrichment  # noqa: E402, F401
