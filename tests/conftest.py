@@ -8,6 +8,7 @@ no test is skipped for a missing service.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -40,7 +41,18 @@ def sink_settings() -> SinkSettings:
 
 @pytest.fixture(scope="session", autouse=True)
 def stack_is_running(relay_settings: RelaySettings, sink_settings: SinkSettings) -> None:
-    """Fail the session when a service of the stack is not reachable."""
+    """Start the local stack, unless told it runs elsewhere; fail when a service is unreachable.
+
+    Set `ACTIVITY_TEST_STACK=external` to test against services started some other
+    way, such as `docker compose up`.
+    """
+    if os.environ.get("ACTIVITY_TEST_STACK") != "external":
+        from activity_pipeline.stack import StackError, up
+
+        try:
+            up()
+        except StackError as exc:
+            pytest.exit(f"cannot start the local stack: {exc}", returncode=3)
     database = urlsplit(relay_settings.database_url)
     kafka_host, kafka_port = relay_settings.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)
     centrifugo = urlsplit(sink_settings.centrifugo_api_url)
