@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -22,16 +23,28 @@ METADATA_TIMEOUT_S = 10.0
 
 
 def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
-    """Return the current end offset of each partition of `topic`."""
+    """Return the current end offset of each partition of `topic`.
+
+    Retries while the broker still elects leaders for a topic created moments ago.
+    """
     consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "activity-demo"})
+    deadline = time.monotonic() + METADATA_TIMEOUT_S
     try:
         metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
-        partitions = metadata.topics[topic].partitions
         offsets = {}
-        for partition in partitions:
-            _, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=METADATA_TIMEOUT_S
-            )
+        for partition in metadata.topics[topic].partitions:
+            while True:
+                try:
+                    _, high = consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=METADATA_TIMEOUT_S
+                    )
+                    break
+                except KafkaException:
+                    # librdkafka does not mark NOT_LEADER_FOR_PARTITION retriable here,
+                    # but a new topic's leaders settle within seconds.
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
             offsets[partition] = high
         return offsets
     finally:
