@@ -11,14 +11,21 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
+from uuid import uuid4
 
 import pytest
 from activity_producer.relay import RelaySettings
 from activity_sinks.settings import SinkSettings
 
-TEST_DATABASE = "activity_test"
+SESSION_ID = uuid4().hex[:8]
+TEST_DATABASE = f"activity_test_{SESSION_ID}"
+"""Database of this test session; several sessions can share one stack."""
+
+# Topics and consumer groups of this session get their own names, so that a running
+# demo or another test session on the same Kafka never mixes with this one.
+os.environ.setdefault("ACTIVITY_TOPIC_PREFIX", f"test-{SESSION_ID}.")
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -74,11 +81,29 @@ def stack_is_running(relay_settings: RelaySettings, sink_settings: SinkSettings)
 
 
 @pytest.fixture(scope="session")
-def database_url(relay_settings: RelaySettings) -> str:
-    """Return the URL of a freshly created and migrated test database."""
-    from activity_pipeline.demo.loader import recreate_database
+def database_url(relay_settings: RelaySettings) -> Iterator[str]:
+    """Return the URL of a freshly created and migrated test database; drop it afterwards."""
+    from activity_pipeline.demo.loader import drop_database, recreate_database
 
-    return recreate_database(relay_settings.database_url, TEST_DATABASE)
+    yield recreate_database(relay_settings.database_url, TEST_DATABASE)
+    drop_database(relay_settings.database_url, TEST_DATABASE)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_topics(relay_settings: RelaySettings) -> Iterator[None]:
+    """Delete the topics of this session at its end."""
+    yield
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": relay_settings.kafka_bootstrap_servers})
+    names = [
+        name
+        for name in admin.list_topics(timeout=10).topics
+        if name.startswith(relay_settings.topic_prefix)
+    ]
+    if names and relay_settings.topic_prefix:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result()
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0, step_s: float = 0.1) -> bool:

@@ -74,7 +74,10 @@ def receipts(relay_settings: RelaySettings, topics: None) -> Iterator[_Collected
     collected = _Collected()
     bootstrap = relay_settings.kafka_bootstrap_servers
     reader = TopicReader(
-        bootstrap, RECEIPTS_TOPIC, end_offsets(bootstrap, RECEIPTS_TOPIC), collected.add_receipt
+        bootstrap,
+        relay_settings.topic_prefix + RECEIPTS_TOPIC,
+        end_offsets(bootstrap, relay_settings.topic_prefix + RECEIPTS_TOPIC),
+        collected.add_receipt,
     )
     reader.start()
     yield collected
@@ -86,7 +89,10 @@ def events(relay_settings: RelaySettings, topics: None) -> Iterator[_Collected]:
     collected = _Collected()
     bootstrap = relay_settings.kafka_bootstrap_servers
     reader = TopicReader(
-        bootstrap, EVENTS_TOPIC, end_offsets(bootstrap, EVENTS_TOPIC), collected.add_event
+        bootstrap,
+        relay_settings.topic_prefix + EVENTS_TOPIC,
+        end_offsets(bootstrap, relay_settings.topic_prefix + EVENTS_TOPIC),
+        collected.add_event,
     )
     reader.start()
     yield collected

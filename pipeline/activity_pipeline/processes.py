@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,8 +15,16 @@ from confluent_kafka.admin import AdminClient
 
 __all__ = ["CONSUMER_GROUPS", "PipelineProcesses"]
 
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 CONSUMER_GROUPS = ("activity-enrichment", "activity-sinks")
-"""Consumer groups of the enrichment and sink workers (their Faust app ids)."""
+"""Consumer groups of the enrichment and sink workers (their Faust app ids), before the prefix."""
 
 READY_TIMEOUT_S = 90.0
 """How long the Faust workers may take to join their consumer groups, in seconds."""
@@ -37,7 +46,14 @@ class PipelineProcesses:
     """
 
     def __init__(self, environment: dict[str, str], logs: Path) -> None:
-        self._environment = {**os.environ, **environment}
+        self._environment = {
+            "ACTIVITY_ENRICHMENT_WEB_PORT": str(_free_port()),
+            "ACTIVITY_SINK_WEB_PORT": str(_free_port()),
+            **os.environ,
+            **environment,
+        }
+        prefix = self._environment.get("ACTIVITY_TOPIC_PREFIX", "")
+        self.consumer_groups = [f"{prefix}{group}" for group in CONSUMER_GROUPS]
         self._logs = logs
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._outputs: list[IO[bytes]] = []
@@ -70,7 +86,7 @@ class PipelineProcesses:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             self.check_alive()
-            if all(self._group_ready(admin, group) for group in CONSUMER_GROUPS):
+            if all(self._group_ready(admin, group) for group in self.consumer_groups):
                 return
             time.sleep(0.5)
         raise RuntimeError(

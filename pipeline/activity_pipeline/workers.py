@@ -42,7 +42,7 @@ def create_pipeline_topics(settings: RelaySettings) -> list[str]:
     """Create every topic of the pipeline that is missing; return the names created."""
     return ensure_topics(
         settings.kafka_bootstrap_servers,
-        PIPELINE_TOPICS,
+        [f"{settings.topic_prefix}{name}" for name in PIPELINE_TOPICS],
         settings.topic_partitions,
         settings.topic_replication_factor,
     )

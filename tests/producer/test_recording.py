@@ -66,10 +66,9 @@ async def test_commit_writes_activity_and_outbox_row(engine: AsyncEngine) -> Non
 async def test_rollback_leaves_nothing(engine: AsyncEngine) -> None:
     envelope = _envelope()
 
-    async with AsyncSession(engine) as session:
-        async with session.begin():
-            await record_activity_with_outbox(session, envelope)
-            await session.rollback()
+    async with AsyncSession(engine) as session, session.begin():
+        await record_activity_with_outbox(session, envelope)
+        await session.rollback()
 
     assert await _count(engine, "activities", envelope) == 0
 

@@ -30,7 +30,9 @@ def test_defaults_fill_visibility_correlation_and_time() -> None:
     assert envelope.created_at.tzinfo is not None
 
 
-@pytest.mark.parametrize("action", ["Signal.Created", "signal", "signal..created", "signal.created!"])
+@pytest.mark.parametrize(
+    "action", ["Signal.Created", "signal", "signal..created", "signal.created!"]
+)
 def test_malformed_action_names_the_rule(action: str) -> None:
     with pytest.raises(ValidationError, match=r"action .* must be `<resource>.<verb>`"):
         _envelope(action=action)

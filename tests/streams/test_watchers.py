@@ -12,9 +12,7 @@ from activity_streams.watchers import resolve_delivery
 
 TENANT = uuid4()
 ROOT, FOLDER, DOC = uuid4(), uuid4(), uuid4()
-OWNER, ACTOR, DELEGATOR, DEEP_SUBSCRIBER, SHALLOW_SUBSCRIBER, OUTSIDER = (
-    uuid4() for _ in range(6)
-)
+OWNER, ACTOR, DELEGATOR, DEEP_SUBSCRIBER, SHALLOW_SUBSCRIBER, OUTSIDER = (uuid4() for _ in range(6))
 
 
 def _event(
@@ -116,9 +114,7 @@ def test_tenant_visibility_needs_no_access() -> None:
 
 
 def test_private_activity_reaches_only_target() -> None:
-    delivery = resolve_delivery(
-        _event(visibility=Visibility.PRIVATE, target=OUTSIDER), _snapshot()
-    )
+    delivery = resolve_delivery(_event(visibility=Visibility.PRIVATE, target=OUTSIDER), _snapshot())
 
     assert [r.principal_id for r in delivery.recipients] == [OUTSIDER]
     assert delivery.shared_channels == ()

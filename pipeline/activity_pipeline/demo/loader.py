@@ -9,7 +9,7 @@ from activity_producer.migrate import upgrade_database
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-__all__ = ["load_reference_data", "recreate_database"]
+__all__ = ["drop_database", "load_reference_data", "recreate_database"]
 
 
 def recreate_database(server_url: str, database: str) -> str:
@@ -23,6 +23,14 @@ def recreate_database(server_url: str, database: str) -> str:
     url = make_url(server_url).set(database=database).render_as_string(hide_password=False)
     upgrade_database(url)
     return url
+
+
+def drop_database(server_url: str, database: str) -> None:
+    """Drop `database` on the server of `server_url`, if it exists."""
+    with psycopg.connect(for_libpq(server_url), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
 
 
 def load_reference_data(database_url: str, data: ReferenceData) -> None:

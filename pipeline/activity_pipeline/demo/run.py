@@ -67,6 +67,7 @@ class DemoOptions:
     hmac_secret: str = "dev-hmac-secret-change-me-0123456789"
     websocket_url: str = "ws://127.0.0.1:18000/connection/websocket"
     work_dir: Path = Path(".stack/demo")
+    database: str = DEMO_DATABASE
 
 
 @dataclass
@@ -186,7 +187,7 @@ async def _run(options: DemoOptions, echo: Callable[[str], None]) -> DemoSummary
         f"{len(reference.role_bindings)} role bindings, {len(reference.subscriptions)} "
         f"subscriptions, {len(reference.preferences)} preferences"
     )
-    database_url = recreate_database(relay_settings.database_url, DEMO_DATABASE)
+    database_url = recreate_database(relay_settings.database_url, options.database)
     load_reference_data(database_url, reference)
     create_pipeline_topics(relay_settings)
 
@@ -196,12 +197,15 @@ async def _run(options: DemoOptions, echo: Callable[[str], None]) -> DemoSummary
     readers = [
         TopicReader(
             bootstrap,
-            DELIVERIES_TOPIC,
-            end_offsets(bootstrap, DELIVERIES_TOPIC),
+            relay_settings.topic_prefix + DELIVERIES_TOPIC,
+            end_offsets(bootstrap, relay_settings.topic_prefix + DELIVERIES_TOPIC),
             progress.add_delivery,
         ),
         TopicReader(
-            bootstrap, RECEIPTS_TOPIC, end_offsets(bootstrap, RECEIPTS_TOPIC), progress.add_receipt
+            bootstrap,
+            relay_settings.topic_prefix + RECEIPTS_TOPIC,
+            end_offsets(bootstrap, relay_settings.topic_prefix + RECEIPTS_TOPIC),
+            progress.add_receipt,
         ),
     ]
     env = {

@@ -44,7 +44,9 @@ class PayloadPolicy:
         """Return the payload after the policy, and its JSON encoding."""
         cleaned = self._clean(payload, "payload")
         try:
-            encoded = json.dumps(cleaned, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            encoded = json.dumps(
+                cleaned, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            )
         except (TypeError, ValueError) as exc:
             raise PayloadPolicyError(
                 f"payload is not JSON: {exc}; pass only str, int, float, bool, None, "

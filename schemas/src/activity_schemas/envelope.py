@@ -109,7 +109,7 @@ class ActivityEnvelope(BaseModel):
         default=None, description="Parent resource, when the service knows it."
     )
     action: str = Field(
-        description="Action name `<resource>.<verb>`: lowercase, dot-separated, underscores allowed."
+        description="Action name `<resource>.<verb>` in lowercase, e.g. `signal.created`."
     )
     target_principal_id: UUID | None = Field(
         default=None,

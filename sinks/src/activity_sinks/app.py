@@ -16,9 +16,9 @@ __all__ = ["app", "audit_topic", "deliveries_topic", "receipts_topic", "settings
 settings = SinkSettings()
 app = create_app("activity-sinks", settings, settings.sink_web_port)
 
-deliveries_topic = app.topic(DELIVERIES_TOPIC, partitions=settings.topic_partitions)
-audit_topic = app.topic(AUDIT_TOPIC, partitions=settings.topic_partitions)
-receipts_topic = app.topic(RECEIPTS_TOPIC, partitions=settings.topic_partitions)
+deliveries_topic = app.topic(settings.topic(DELIVERIES_TOPIC), partitions=settings.topic_partitions)
+audit_topic = app.topic(settings.topic(AUDIT_TOPIC), partitions=settings.topic_partitions)
+receipts_topic = app.topic(settings.topic(RECEIPTS_TOPIC), partitions=settings.topic_partitions)
 
 # Register the agents on `app`; imported last because they need the topics above.
 from activity_sinks import agents  # noqa: E402, F401

@@ -19,7 +19,7 @@ from uuid import UUID
 
 from activity_schemas import AuditRecord
 
-__all__ = ["ArchivedRecord", "ArchiveWriter", "iter_archive"]
+__all__ = ["ArchiveWriter", "ArchivedRecord", "iter_archive"]
 
 
 @dataclass(frozen=True)

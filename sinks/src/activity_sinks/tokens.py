@@ -19,9 +19,7 @@ DEFAULT_TOKEN_TTL_S = 3600
 """Lifetime of an issued token, in seconds; clients refresh before it ends."""
 
 
-def connection_token(
-    principal_id: UUID, hmac_secret: str, ttl_s: int = DEFAULT_TOKEN_TTL_S
-) -> str:
+def connection_token(principal_id: UUID, hmac_secret: str, ttl_s: int = DEFAULT_TOKEN_TTL_S) -> str:
     """Return an HS256 connection JWT for `principal_id`."""
     now = int(time.time())
     return jwt.encode(

@@ -23,6 +23,7 @@ __all__ = ["app", "audit_topic", "create_app", "dead_letter_topic", "deliveries_
 
 def create_app(app_id: str, settings: StreamsSettings, web_port: int) -> faust.App:
     """Return a Faust app with raw keys and values; the agents decode with pydantic."""
+    app_id = f"{settings.topic_prefix}{app_id}"
     data_dir = Path(settings.faust_data_dir).resolve() / app_id
     data_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(
@@ -43,10 +44,12 @@ def create_app(app_id: str, settings: StreamsSettings, web_port: int) -> faust.A
 settings = StreamsSettings()
 app = create_app("activity-enrichment", settings, settings.enrichment_web_port)
 
-events_topic = app.topic(EVENTS_TOPIC, partitions=settings.topic_partitions)
-deliveries_topic = app.topic(DELIVERIES_TOPIC, partitions=settings.topic_partitions)
-audit_topic = app.topic(AUDIT_TOPIC, partitions=settings.topic_partitions)
-dead_letter_topic = app.topic(DEAD_LETTER_TOPIC, partitions=settings.topic_partitions)
+events_topic = app.topic(settings.topic(EVENTS_TOPIC), partitions=settings.topic_partitions)
+deliveries_topic = app.topic(settings.topic(DELIVERIES_TOPIC), partitions=settings.topic_partitions)
+audit_topic = app.topic(settings.topic(AUDIT_TOPIC), partitions=settings.topic_partitions)
+dead_letter_topic = app.topic(
+    settings.topic(DEAD_LETTER_TOPIC), partitions=settings.topic_partitions
+)
 
 # Registers the agent on `app`; imported last because it needs the topics above.
 from activity_streams import enrichment  # noqa: E402, F401

@@ -100,9 +100,7 @@ async def enrich(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
     """Resolve each batch of activity events and produce deliveries and audit records."""
     # TODO: cache reference data between batches and invalidate it from the
     # pipeline's own resource, role binding, subscription and preference activities.
-    pool = await asyncpg.create_pool(
-        settings.asyncpg_dsn, min_size=1, max_size=POOL_SIZE
-    )
+    pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=POOL_SIZE)
     store = ReferenceStore(pool)
     try:
         async for batch in stream.take_events(

@@ -28,6 +28,14 @@ class StreamsSettings(BaseSettings):
         gt=0,
         description="Seconds a batch waits to fill before it is resolved anyway.",
     )
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description=(
+            "Prefix of every topic and consumer group name, to run several pipelines "
+            "on one Kafka cluster."
+        ),
+    )
     topic_partitions: int = Field(
         default=6, ge=1, description="Partitions of each topic the workers declare."
     )
@@ -38,6 +46,10 @@ class StreamsSettings(BaseSettings):
     enrichment_web_port: int = Field(
         default=6066, ge=1, le=65535, description="Port of the enrichment worker's web server."
     )
+
+    def topic(self, name: str) -> str:
+        """Return the physical name of the pipeline topic `name`."""
+        return f"{self.topic_prefix}{name}"
 
     @property
     def asyncpg_dsn(self) -> str:

@@ -6,10 +6,9 @@ passes the database URL through the Alembic config.
 
 from __future__ import annotations
 
+from activity_producer.tables import Base
 from alembic import context
 from sqlalchemy import create_engine, pool
-
-from activity_producer.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -17,7 +17,6 @@ the order their rows became visible to the relay.
 from __future__ import annotations
 
 import functools
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -209,9 +208,18 @@ class OutboxRelay:
         return len(batch.acknowledged)
 
     def _produce(self, row: Any, batch: _Batch) -> None:
-        (row_id, event_id, topic, key, event_type, tenant_id, subject, occurred_at, value, extra) = (
-            row
-        )
+        (
+            row_id,
+            event_id,
+            topic,
+            key,
+            event_type,
+            tenant_id,
+            subject,
+            occurred_at,
+            value,
+            extra,
+        ) = row
         headers = [
             ("ce_specversion", b"1.0"),
             ("ce_id", str(event_id).encode()),
@@ -223,7 +231,7 @@ class OutboxRelay:
         ]
         headers.extend((name, str(header).encode()) for name, header in (extra or {}).items())
         self._producer.produce(
-            topic,
+            f"{self._settings.topic_prefix}{topic}",
             value=value.encode(),
             key=key.encode(),
             headers=headers,
@@ -243,12 +251,3 @@ def _record_delivery(batch: _Batch, row_id: int, error: KafkaError | None, _: Me
         batch.acknowledged.append(row_id)
     else:
         batch.failures.append((row_id, error))
-
-
-def _decode_headers(raw: str | dict[str, str] | None) -> dict[str, str]:
-    if raw is None:
-        return {}
-    if isinstance(raw, str):
-        decoded: dict[str, str] = json.loads(raw)
-        return decoded
-    return raw

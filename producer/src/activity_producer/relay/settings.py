@@ -33,6 +33,14 @@ class RelaySettings(BaseSettings):
             "Seconds between polls when no NOTIFY arrives; NOTIFY wakes the relay at once."
         ),
     )
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description=(
+            "Prefix of every topic and consumer group name, to run several pipelines "
+            "on one Kafka cluster."
+        ),
+    )
     topic_partitions: int = Field(
         default=6, ge=1, description="Partitions of each topic the relay creates."
     )
