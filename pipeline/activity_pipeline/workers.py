@@ -10,6 +10,7 @@ from types import FrameType
 
 import structlog
 from activity_producer.relay import OutboxRelay, RelaySettings, ensure_topics
+from activity_producer.relay.topics import ADMIN_TIMEOUT_S
 from activity_schemas.topics import (
     AUDIT_TOPIC,
     DEAD_LETTER_TOPIC,
@@ -17,8 +18,16 @@ from activity_schemas.topics import (
     EVENTS_TOPIC,
     RECEIPTS_TOPIC,
 )
+from confluent_kafka.admin import AdminClient
 
-__all__ = ["PIPELINE_TOPICS", "WorkerKind", "create_pipeline_topics", "run_relay", "run_worker"]
+__all__ = [
+    "PIPELINE_TOPICS",
+    "WorkerKind",
+    "create_pipeline_topics",
+    "delete_pipeline_topics",
+    "run_relay",
+    "run_worker",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +55,19 @@ def create_pipeline_topics(settings: RelaySettings) -> list[str]:
         settings.topic_partitions,
         settings.topic_replication_factor,
     )
+
+
+def delete_pipeline_topics(settings: RelaySettings) -> None:
+    """Delete every topic of the pipeline under the settings' prefix; missing ones are fine."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    existing = set(admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics)
+    names = [f"{settings.topic_prefix}{name}" for name in PIPELINE_TOPICS]
+    doomed = [name for name in names if name in existing]
+    if not doomed:
+        return
+    for name, future in admin.delete_topics(doomed, operation_timeout=ADMIN_TIMEOUT_S).items():
+        future.result()
+        log.info("topic_deleted", topic=name)
 
 
 def run_relay(settings: RelaySettings) -> None:

@@ -32,7 +32,7 @@ from activity_pipeline.demo.wikiticker import (
     tenant_id,
 )
 from activity_pipeline.processes import PipelineProcesses
-from activity_pipeline.workers import create_pipeline_topics
+from activity_pipeline.workers import create_pipeline_topics, delete_pipeline_topics
 from activity_producer.dsn import for_libpq
 from activity_producer.relay import RelaySettings
 from activity_schemas.topics import DELIVERIES_TOPIC, RECEIPTS_TOPIC
@@ -50,8 +50,8 @@ DEMO_DATABASE = "activity_demo"
 PROGRESS_INTERVAL_S = 2.0
 """Seconds between two progress lines."""
 
-DRAIN_TIMEOUT_S = 180.0
-"""How long the demo waits, after the replay, for the last deliveries and archive records."""
+DRAIN_TIMEOUT_S = 900.0
+"""How long the demo waits after the replay for the last deliveries; it only stops a hang."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,10 @@ class _Progress:
         with self.lock:
             self.receipts[UUID(value["event_id"])] = value
 
+    def receipt_ids(self) -> set[UUID]:
+        with self.lock:
+            return set(self.receipts)
+
 
 def _count_sent(database_url: str) -> int:
     with psycopg.connect(for_libpq(database_url)) as conn:
@@ -173,7 +177,9 @@ def _busiest_steward(edits: list[Any]) -> tuple[UUID, UUID]:
 
 async def _run(options: DemoOptions, echo: Callable[[str], None]) -> DemoSummary:
     started = time.monotonic()
-    relay_settings = RelaySettings()
+    run_name = time.strftime("run-%Y%m%dT%H%M%S")
+    # Topics and consumer groups of their own keep runs apart, even after an interrupted one.
+    relay_settings = RelaySettings(topic_prefix=f"demo-{run_name}.")
     bootstrap = relay_settings.kafka_bootstrap_servers
     summary = DemoSummary()
 
@@ -191,7 +197,7 @@ async def _run(options: DemoOptions, echo: Callable[[str], None]) -> DemoSummary
     load_reference_data(database_url, reference)
     create_pipeline_topics(relay_settings)
 
-    run_dir = options.work_dir / time.strftime("run-%Y%m%dT%H%M%S")
+    run_dir = options.work_dir / run_name
     archive_dir = run_dir / "archive"
     progress = _Progress()
     readers = [
@@ -209,6 +215,7 @@ async def _run(options: DemoOptions, echo: Callable[[str], None]) -> DemoSummary
         ),
     ]
     env = {
+        "ACTIVITY_TOPIC_PREFIX": relay_settings.topic_prefix,
         "ACTIVITY_DATABASE_URL": database_url,
         "ACTIVITY_ARCHIVE_DIR": str(archive_dir.resolve()),
     }
@@ -244,6 +251,7 @@ async def _run(options: DemoOptions, echo: Callable[[str], None]) -> DemoSummary
             )
         )
         deadline: float | None = None
+        run_ids: set[UUID] = set()
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL_S)
             produced = await asyncio.to_thread(_count_sent, database_url)
@@ -254,9 +262,10 @@ async def _run(options: DemoOptions, echo: Callable[[str], None]) -> DemoSummary
             )
             if replay_task.done() and deadline is None:
                 summary.replay_s = replay_task.result()
+                run_ids = await asyncio.to_thread(_event_ids, database_url)
                 deadline = time.monotonic() + DRAIN_TIMEOUT_S
             if deadline is not None and (
-                len(progress.receipts) >= summary.activities or time.monotonic() > deadline
+                run_ids <= progress.receipt_ids() or time.monotonic() > deadline
             ):
                 break
         # Give the archive agent and the WebSocket client a moment to catch up.
@@ -271,6 +280,7 @@ async def _run(options: DemoOptions, echo: Callable[[str], None]) -> DemoSummary
         processes.stop()
         for reader in readers:
             reader.stop()
+        delete_pipeline_topics(relay_settings)
 
     run_ids = _event_ids(database_url)
     receipts = {key: value for key, value in progress.receipts.items() if key in run_ids}

@@ -1,7 +1,7 @@
 """The Faust app of the sink worker: Centrifugo publishing and the audit archive.
 
-`activity worker sinks` runs it. Its two agents consume the deliveries and
-audit topics in one consumer group of their own.
+`activity worker sinks` runs it. Its two agents, in `publishing` and
+`archiving`, consume the deliveries and audit topics in one consumer group.
 """
 
 from __future__ import annotations
@@ -21,4 +21,4 @@ audit_topic = app.topic(settings.topic(AUDIT_TOPIC), partitions=settings.topic_p
 receipts_topic = app.topic(settings.topic(RECEIPTS_TOPIC), partitions=settings.topic_partitions)
 
 # Register the agents on `app`; imported last because they need the topics above.
-from activity_sinks import agents  # noqa: E402, F401
+from activity_sinks import archiving, publishing  # noqa: E402, F401

@@ -86,6 +86,30 @@ class ReferenceSnapshot:
         default_factory=lambda: defaultdict(list)
     )
     preferences: dict[TenantKey, Preference] = field(default_factory=dict)
+    _bound: dict[TenantKey, frozenset[UUID]] = field(default_factory=dict, repr=False)
+    _watching: dict[TenantKey, list[tuple[UUID, str]]] = field(default_factory=dict, repr=False)
+
+    def watching_bindings(self, tenant_id: UUID, resource_id: UUID) -> list[tuple[UUID, str]]:
+        """Return the `owner` and `delegator` bindings on the resource, computed once per batch."""
+        key = (tenant_id, resource_id)
+        bindings = self._watching.get(key)
+        if bindings is None:
+            bindings = [
+                (principal, role)
+                for principal, role in self.role_bindings.get(key, ())
+                if role in WATCHING_ROLES
+            ]
+            self._watching[key] = bindings
+        return bindings
+
+    def bound_principals(self, tenant_id: UUID, resource_id: UUID) -> frozenset[UUID]:
+        """Return the principals holding any role on the resource, computed once per batch."""
+        key = (tenant_id, resource_id)
+        principals = self._bound.get(key)
+        if principals is None:
+            principals = frozenset(p for p, _ in self.role_bindings.get(key, ()))
+            self._bound[key] = principals
+        return principals
 
     def chain(self, tenant_id: UUID, resource_id: UUID) -> list[ChainNode]:
         """Return the resource and its ancestors, nearest first; unknown resources stand alone."""

@@ -19,7 +19,7 @@ from activity_schemas import ActivityEvent, Delivery, DeliveryChannel, Recipient
 
 from activity_streams.channels import chat_channel, resource_channel
 from activity_streams.preferences import DEFAULT_MUTATION_ACTIONS, wants_notification
-from activity_streams.reference import WATCHING_ROLES, ChainNode, ReferenceSnapshot
+from activity_streams.reference import ChainNode, ReferenceSnapshot
 
 __all__ = ["chat_channel_id", "invitee", "resolve_delivery"]
 
@@ -58,11 +58,13 @@ def invitee(event: ActivityEvent) -> UUID | None:
     return None
 
 
-def _has_access(principal: UUID, nodes: Sequence[ChainNode], bound: dict[UUID, set[UUID]]) -> bool:
+def _has_access(
+    principal: UUID, nodes: Sequence[ChainNode], bound: dict[UUID, frozenset[UUID]]
+) -> bool:
     """Whether the principal owns the first node or holds any role on one of `nodes`."""
     if nodes and nodes[0].owner_principal_id == principal:
         return True
-    return any(principal in bound.get(node.resource_id, ()) for node in nodes)
+    return any(principal in bound[node.resource_id] for node in nodes)
 
 
 def resolve_delivery(
@@ -87,13 +89,11 @@ def resolve_delivery(
         reasons[owner].append("owner")
 
     # 3. Owner and delegator role bindings on the resource or an ancestor.
-    bound: dict[UUID, set[UUID]] = {}
+    bound: dict[UUID, frozenset[UUID]] = {}
     for node in chain:
-        bindings = snapshot.role_bindings.get((tenant_id, node.resource_id), ())
-        bound[node.resource_id] = {principal for principal, _ in bindings}
-        for principal, role in bindings:
-            if role in WATCHING_ROLES:
-                reasons[principal].append(f"role:{role}:{node.resource_id}")
+        bound[node.resource_id] = snapshot.bound_principals(tenant_id, node.resource_id)
+        for principal, role in snapshot.watching_bindings(tenant_id, node.resource_id):
+            reasons[principal].append(f"role:{role}:{node.resource_id}")
 
     # 4. Chat members.
     conversation = chat_channel_id(event)
@@ -131,7 +131,7 @@ def resolve_delivery(
 def _visible_watchers(
     event: ActivityEvent,
     chain: list[ChainNode],
-    bound: dict[UUID, set[UUID]],
+    bound: dict[UUID, frozenset[UUID]],
     reasons: dict[UUID, list[str]],
 ) -> list[UUID]:
     """Return the watchers that the activity's visibility lets hear of it, sorted."""

@@ -1,25 +1,23 @@
-"""The sink agents: one publishes deliveries to Centrifugo, one archives audit records.
+"""The publishing agent: sends each batch of deliveries to Centrifugo, then records receipts.
 
-Both handle a batch at a time. A Centrifugo batch that keeps failing raises,
-which stops the agent rather than skipping deliveries: its offsets stay
-uncommitted and the batch is sent again after a restart.
+A Centrifugo batch that keeps failing raises, which stops the agent rather
+than skipping deliveries: its offsets stay uncommitted and the batch is sent
+again after a restart.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import faust
 import structlog
-from activity_schemas import AuditRecord, Delivery, DeliveryReceipt
+from activity_schemas import Delivery, DeliveryReceipt
 
-from activity_sinks.app import app, audit_topic, deliveries_topic, receipts_topic, settings
-from activity_sinks.archive import ArchivedRecord, ArchiveWriter
+from activity_sinks.app import app, deliveries_topic, receipts_topic, settings
 from activity_sinks.centrifugo import CentrifugoPublisher
 
-__all__ = ["archive_audit_records", "publish_deliveries"]
+__all__ = ["publish_deliveries"]
 
 log = structlog.get_logger(__name__)
 
@@ -56,25 +54,3 @@ async def publish_deliveries(stream: faust.StreamT[bytes]) -> AsyncIterator[int]
             yield channels
     finally:
         await publisher.stop()
-
-
-@app.agent(audit_topic)
-async def archive_audit_records(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
-    """Append each batch of audit records to the archive as segment files."""
-    writer = ArchiveWriter(Path(settings.archive_dir))
-    async for batch in stream.take_events(
-        settings.sink_batch_size, within=settings.sink_batch_window_s
-    ):
-        records = [
-            ArchivedRecord(
-                topic=event.message.topic,
-                partition=event.message.partition,
-                offset=event.message.offset,
-                record=AuditRecord.model_validate_json(event.value),
-                raw=event.value,
-            )
-            for event in batch
-        ]
-        segments = writer.write(records)
-        log.debug("audit_records_archived", records=len(records), segments=len(segments))
-        yield len(records)
