@@ -48,7 +48,7 @@ def sink_settings() -> SinkSettings:
 
 @pytest.fixture(scope="session", autouse=True)
 def stack_is_running(relay_settings: RelaySettings, sink_settings: SinkSettings) -> None:
-    """Start the local stack, unless told it runs elsewhere; fail when a service is unreachable.
+    """Start the local stack unless it runs elsewhere, and fail when a service is unreachable.
 
     Set `ACTIVITY_TEST_STACK=external` to test against services started some other
     way, such as `docker compose up`.
@@ -107,7 +107,7 @@ def session_topics(relay_settings: RelaySettings) -> Iterator[None]:
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0, step_s: float = 0.1) -> bool:
-    """Poll `predicate` until it holds or `timeout_s` passes; return its last value."""
+    """Poll `predicate` until it returns true or `timeout_s` passes, and return its last value."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():

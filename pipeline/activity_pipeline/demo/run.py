@@ -56,7 +56,7 @@ DRAIN_TIMEOUT_S = 900.0
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """What the demo replays and how."""
+    """Input, pace and client settings of one demo run."""
 
     limit: int | None = None
     concurrency: int = 8
@@ -72,7 +72,7 @@ class DemoOptions:
 
 @dataclass
 class DemoSummary:
-    """The demo's counts and timings; `consistent` says whether every count agrees."""
+    """Counts and timings of one demo run; `consistent` is true when every count agrees."""
 
     activities: int = 0
     recorded: int = 0
