@@ -27,8 +27,10 @@ class Recipient(BaseModel):
     principal_id: UUID = Field(description="Principal notified through its inbox channel.")
     reasons: tuple[str, ...] = Field(
         description=(
-            "Rules that chose the principal, e.g. `owner`, `delegator:<resource id>`, "
-            "`subscription:descendants:<resource id>`, `target`."
+            "Rules that chose the principal: `owner`; `role:<owner|delegator>:<resource id>` "
+            "(a role binding on the resource or the named ancestor); "
+            "`subscription:<resource|descendants>:<resource id>`; `chat_member:<channel id>`; "
+            "`target`; and `critical` when a critical action overrode the principal's preference."
         )
     )
 

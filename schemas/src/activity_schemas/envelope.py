@@ -25,12 +25,27 @@ __all__ = [
     "DeliveryChannel",
     "UiHints",
     "Visibility",
+    "check_action_name",
 ]
 
 ACTION_MAX_LENGTH = 64
 """Longest accepted action name, in characters; long enough for every catalogued action."""
 
 _ACTION_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+
+def check_action_name(value: str) -> str:
+    """Return `value` when it is a well-formed action name; raise `ValueError` naming the rule."""
+    if len(value) > ACTION_MAX_LENGTH:
+        raise ValueError(
+            f"action {value!r} is {len(value)} characters long; the maximum is {ACTION_MAX_LENGTH}"
+        )
+    if not _ACTION_PATTERN.match(value):
+        raise ValueError(
+            f"action {value!r} must be `<resource>.<verb>`: lowercase letters, digits "
+            "and underscores, separated by dots, e.g. `signal.created`"
+        )
+    return value
 
 
 class Visibility(StrEnum):
@@ -141,15 +156,18 @@ class ActivityEnvelope(BaseModel):
     @field_validator("action")
     @classmethod
     def _check_action(cls, value: str) -> str:
-        if len(value) > ACTION_MAX_LENGTH:
+        return check_action_name(value)
+
+    @field_validator("delivery_channels")
+    @classmethod
+    def _check_delivery_channels(
+        cls, value: tuple[DeliveryChannel, ...]
+    ) -> tuple[DeliveryChannel, ...]:
+        repeated = sorted({channel.value for channel in value if value.count(channel) > 1})
+        if repeated:
             raise ValueError(
-                f"action {value!r} is {len(value)} characters long; "
-                f"the maximum is {ACTION_MAX_LENGTH}"
-            )
-        if not _ACTION_PATTERN.match(value):
-            raise ValueError(
-                f"action {value!r} must be `<resource>.<verb>`: lowercase letters, digits "
-                "and underscores, separated by dots, e.g. `signal.created`"
+                f"delivery_channels lists {', '.join(repeated)} more than once; "
+                "name each kind of channel once"
             )
         return value
 
