@@ -54,6 +54,7 @@ def create_pipeline_topics(settings: RelaySettings) -> list[str]:
         [f"{settings.topic_prefix}{name}" for name in PIPELINE_TOPICS],
         settings.topic_partitions,
         settings.topic_replication_factor,
+        settings.topic_retention_ms,
     )
 
 
@@ -71,7 +72,7 @@ def delete_pipeline_topics(settings: RelaySettings) -> None:
 
 
 def run_relay(settings: RelaySettings) -> None:
-    """Run the relay until SIGINT or SIGTERM, then drain and flush."""
+    """Run the relay until SIGINT or SIGTERM, then finish the batch in hand and flush."""
     create_pipeline_topics(settings)
     relay = OutboxRelay(settings)
 
@@ -81,9 +82,20 @@ def run_relay(settings: RelaySettings) -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    log.info("relay_starting", kafka=settings.kafka_bootstrap_servers)
+    log.info(
+        "relay_starting",
+        kafka=settings.kafka_bootstrap_servers,
+        topic_prefix=settings.topic_prefix,
+        batch_size=settings.relay_batch_size,
+        metrics_port=settings.relay_metrics_port,
+    )
     relay.run()
-    log.info("relay_stopped", rows_sent=relay.stats.rows_sent, batches=relay.stats.batches)
+    log.info(
+        "relay_stopped",
+        rows_sent=relay.stats.rows_sent,
+        rows_dead_lettered=relay.stats.rows_dead_lettered,
+        batches=relay.stats.batches,
+    )
 
 
 def run_worker(kind: WorkerKind, log_level: str) -> None:

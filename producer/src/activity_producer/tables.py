@@ -1,9 +1,10 @@
 """SQLAlchemy models of every table the producer library owns.
 
 The activity and outbox tables are written inside the caller's transaction.
-The reference tables (resources, role bindings, subscriptions, notification
-preferences) are what the enrichment agent reads to find an activity's
-watchers; a host platform may replace them with views of the same columns.
+The enrichment agent reads the reference tables (resources, role bindings,
+subscriptions, notification preferences) to find an activity's watchers. A
+host platform may replace the first three with views of the same columns, and
+`check_reference_relations` verifies such views.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Connection,
     DateTime,
     Identity,
     Index,
@@ -26,8 +28,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 __all__ = [
+    "REPLACEABLE_TABLES",
     "Activity",
     "Base",
     "InboxNotification",
@@ -36,6 +40,9 @@ __all__ = [
     "Resource",
     "RoleBinding",
     "Subscription",
+    "TenantNotificationDefault",
+    "check_reference_relations",
+    "expected_columns",
 ]
 
 _NAMING = {
@@ -78,7 +85,12 @@ class Activity(Base):
 
 
 class OutboxMessage(Base):
-    """A Kafka record waiting in the outbox until the relay has it acknowledged."""
+    """A Kafka record waiting in the outbox until the relay has it acknowledged.
+
+    `sent_at` is set once Kafka acknowledged the record, on its topic or, for a
+    row that cannot be produced, on the dead-letter topic; the relay deletes sent
+    rows after a retention period.
+    """
 
     __tablename__ = "activity_outbox"
     __table_args__ = (
@@ -104,6 +116,8 @@ class OutboxMessage(Base):
         DateTime(timezone=True), server_default=text("clock_timestamp()")
     )
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dead_letter_reason: Mapped[str | None] = mapped_column(Text)
+    """Why the relay sent this row to the dead-letter topic instead of its own; else NULL."""
 
 
 class Resource(Base):
@@ -213,3 +227,84 @@ class InboxNotification(Base):
         DateTime(timezone=True), server_default=text("now()")
     )
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TenantNotificationDefault(Base):
+    """A tenant's default preference, for its principals that have none of their own."""
+
+    __tablename__ = "tenant_notification_defaults"
+    __table_args__ = (
+        CheckConstraint(
+            "filter_mode IN ('muted', 'all', 'mutations', 'custom')", name="filter_mode"
+        ),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    filter_mode: Mapped[str] = mapped_column(String(16))
+    custom_actions: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), server_default=text("'{}'::text[]")
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
+
+
+REPLACEABLE_TABLES = ("resources", "role_bindings", "subscriptions")
+"""Reference tables a host platform may replace with views over its own tables."""
+
+_RELATION_COLUMNS = text(
+    """
+    SELECT a.attname AS name, format_type(a.atttypid, NULL) AS type
+    FROM pg_attribute a
+    WHERE a.attrelid = to_regclass(:relation) AND a.attnum > 0 AND NOT a.attisdropped
+    """
+)
+
+
+def expected_columns(table_name: str) -> dict[str, frozenset[str]]:
+    """Return each column a reference relation must have, with the PostgreSQL types it may use."""
+    table = Base.metadata.tables[table_name]
+    return {column.name: _type_names(column.type) for column in table.columns}
+
+
+def check_reference_relations(connection: Connection) -> list[str]:
+    """Return the problems of `resources`, `role_bindings` and `subscriptions` ([] if none).
+
+    The relations are looked up on the connection's search path, so they may be
+    the product's tables or a host platform's views with the expected columns.
+    """
+    problems: list[str] = []
+    for relation in REPLACEABLE_TABLES:
+        found = {
+            row.name: row.type
+            for row in connection.execute(_RELATION_COLUMNS, {"relation": relation})
+        }
+        if not found:
+            problems.append(
+                f"{relation}: no table or view of that name on the search path; create it "
+                "or run `activity migrate`"
+            )
+            continue
+        for column, allowed in expected_columns(relation).items():
+            actual = found.get(column)
+            if actual is None:
+                problems.append(
+                    f"{relation}.{column}: missing; add it (NULL::{max(allowed)} AS {column} "
+                    "when the host has no such data)"
+                )
+            elif actual not in allowed:
+                problems.append(
+                    f"{relation}.{column}: has type {actual}; "
+                    f"expected {' or '.join(sorted(allowed))}"
+                )
+    return problems
+
+
+def _type_names(column_type: TypeEngine[Any]) -> frozenset[str]:
+    if isinstance(column_type, UUID):
+        return frozenset({"uuid"})
+    if isinstance(column_type, DateTime):
+        return frozenset({"timestamp with time zone"})
+    if isinstance(column_type, String | Text):
+        return frozenset({"text", "character varying"})
+    return frozenset({column_type.compile().lower()})

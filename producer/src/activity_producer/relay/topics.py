@@ -27,8 +27,13 @@ def ensure_topics(
     topics: Iterable[str],
     partitions: int,
     replication_factor: int,
+    retention_ms: int | None = None,
 ) -> list[str]:
-    """Create each of `topics` that does not exist yet, and return the names created."""
+    """Create each of `topics` that does not exist yet, and return the names created.
+
+    `retention_ms` sets the topics' `retention.ms`; None keeps the broker's default.
+    Existing topics are left as they are.
+    """
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     try:
         existing = set(admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics)
@@ -38,8 +43,14 @@ def ensure_topics(
             "check that the broker is running (`activity stack status`)"
         ) from exc
 
+    config = {} if retention_ms is None else {"retention.ms": str(retention_ms)}
     missing = [
-        NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=replication_factor,
+            config=config,
+        )
         for name in topics
         if name not in existing
     ]
