@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 from activity_schemas import ActivityEvent, ActorKind, ActorRef, ResourceRef, Visibility
 from activity_streams.preferences import FilterMode, Preference
 from activity_streams.reference import ChainNode, ReferenceSnapshot
-from activity_streams.watchers import resolve_delivery
+from activity_streams.watchers import Exclusion, resolve, resolve_delivery
 
 TENANT = uuid4()
 ROOT, FOLDER, DOC = uuid4(), uuid4(), uuid4()
@@ -155,3 +155,37 @@ def test_other_tenant_reference_data_never_counts() -> None:
     recipients = _recipients(_event(), snapshot)
 
     assert OUTSIDER not in recipients
+
+
+def test_tenant_default_applies_to_principals_without_their_own() -> None:
+    snapshot = _snapshot()
+    del snapshot.preferences[(TENANT, OWNER)]
+    snapshot.tenant_defaults[TENANT] = Preference(FilterMode.MUTED)
+
+    recipients = _recipients(_event(), snapshot)
+
+    assert OWNER not in recipients
+    assert DELEGATOR in recipients
+
+
+def test_critical_action_overrides_mute_and_says_so() -> None:
+    snapshot = _snapshot()
+    snapshot.preferences[(TENANT, OWNER)] = Preference(FilterMode.MUTED)
+
+    delivery = resolve_delivery(
+        _event("security.alert"), snapshot, critical_actions=("security.*",)
+    )
+
+    reasons = {r.principal_id: r.reasons for r in delivery.recipients}
+    assert reasons[OWNER] == ("owner", "critical")
+
+
+def test_explain_mode_records_why_each_watcher_was_left_out() -> None:
+    snapshot = _snapshot()
+    snapshot.preferences[(TENANT, OWNER)] = Preference(FilterMode.MUTED)
+
+    resolution = resolve(_event(), snapshot, explain=True)
+
+    assert resolution.excluded[OWNER] == (Exclusion.PREFERENCE, ("owner",))
+    assert resolution.excluded[ACTOR] == (Exclusion.ACTOR, (f"subscription:resource:{DOC}",))
+    assert SHALLOW_SUBSCRIBER not in resolution.excluded

@@ -16,6 +16,7 @@ from activity_schemas.topics import (
     EVENTS_TOPIC,
 )
 
+from activity_streams.observability import install_web_endpoints
 from activity_streams.settings import StreamsSettings
 
 __all__ = ["app", "audit_topic", "create_app", "dead_letter_topic", "deliveries_topic", "settings"]
@@ -38,11 +39,13 @@ def create_app(app_id: str, settings: StreamsSettings, web_port: int) -> faust.A
         web_port=web_port,
         web_host="127.0.0.1",
         web_bind="127.0.0.1",
+        broker_session_timeout=settings.kafka_session_timeout_s,
     )
 
 
 settings = StreamsSettings()
 app = create_app("activity-enrichment", settings, settings.enrichment_web_port)
+install_web_endpoints(app)
 
 events_topic = app.topic(settings.topic(EVENTS_TOPIC), partitions=settings.topic_partitions)
 deliveries_topic = app.topic(settings.topic(DELIVERIES_TOPIC), partitions=settings.topic_partitions)

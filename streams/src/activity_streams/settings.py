@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from activity_schemas.settings import ActivitySettings
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 __all__ = ["StreamsSettings"]
 
 
-class StreamsSettings(BaseSettings):
+class StreamsSettings(ActivitySettings):
     """Where the enrichment worker reads reference data and Kafka, and how it batches."""
 
     model_config = SettingsConfigDict(env_prefix="ACTIVITY_", extra="ignore")
@@ -46,6 +49,60 @@ class StreamsSettings(BaseSettings):
     enrichment_web_port: int = Field(
         default=6066, ge=1, le=65535, description="Port of the enrichment worker's web server."
     )
+
+    kafka_session_timeout_s: float = Field(
+        default=60.0,
+        ge=6,
+        description=(
+            "Seconds without a heartbeat before Kafka hands a worker's partitions to another; "
+            "a crashed worker's partitions wait this long."
+        ),
+    )
+    critical_actions: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("security.*",),
+        description=(
+            "fnmatch patterns (case-sensitive) of critical actions, comma-separated: they reach "
+            "their watchers even when a preference mutes or filters them."
+        ),
+    )
+    mutation_actions: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(
+            "resource.created",
+            "resource.updated",
+            "resource.deleted",
+            "transfer.*",
+            "promotion.*",
+        ),
+        description="fnmatch patterns of the `mutations` preference mode, comma-separated.",
+    )
+    reference_cache_ttl_s: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "Seconds cached reference data lives at most; it bounds staleness after a change "
+            "that no activity announced. 0 turns the cache off."
+        ),
+    )
+    enrichment_max_attempts: int = Field(
+        default=6,
+        ge=1,
+        description="Attempts to resolve a batch before its records go to the dead-letter topic.",
+    )
+    enrichment_retry_backoff_s: float = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "Seconds before the second attempt, doubled for each further one: with 6 attempts "
+            "a batch waits about 15 s, long enough for a PostgreSQL restart."
+        ),
+    )
+
+    @field_validator("critical_actions", "mutation_actions", mode="before")
+    @classmethod
+    def _split_patterns(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     def topic(self, name: str) -> str:
         """Return the physical name of the pipeline topic `name`."""

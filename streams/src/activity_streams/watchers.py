@@ -5,23 +5,39 @@ ancestor (scope `descendants`); the resource owner; principals with an
 `owner` or `delegator` role binding on the resource or an ancestor; for chat
 actions, every principal bound to the chat channel. Then the actor and the
 target principal are removed, visibility is enforced, and each remaining
-watcher's preference is applied. The target principal is reached through
-its own inbox whatever its preference, because the action is about it.
+watcher's preference is applied, unless the action is critical. The target
+principal is reached through its own inbox whatever its preference, because
+the action is about it.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
 from uuid import UUID
 
 from activity_schemas import ActivityEvent, Delivery, DeliveryChannel, Recipient, Visibility
 
 from activity_streams.channels import chat_channel, resource_channel
-from activity_streams.preferences import DEFAULT_MUTATION_ACTIONS, wants_notification
+from activity_streams.preferences import (
+    DEFAULT_MUTATION_ACTIONS,
+    matches_any,
+    wants_notification,
+)
 from activity_streams.reference import ChainNode, ReferenceSnapshot
 
-__all__ = ["chat_channel_id", "invitee", "resolve_delivery"]
+__all__ = [
+    "CRITICAL_REASON",
+    "DEFAULT_RULES",
+    "Exclusion",
+    "Resolution",
+    "Rules",
+    "chat_channel_id",
+    "invitee",
+    "resolve",
+    "resolve_delivery",
+]
 
 _INVITEE_KEYS = ("invitee_principal_id", "target_principal_id", "principal_id")
 
@@ -58,93 +74,169 @@ def invitee(event: ActivityEvent) -> UUID | None:
     return None
 
 
+class Exclusion(StrEnum):
+    """Reason that a principal found by the watcher rules is not notified."""
+
+    ACTOR = "actor"
+    NO_ACCESS = "no_access"
+    VISIBILITY = "visibility"
+    PREFERENCE = "preference"
+    NO_INBOX_TARGET = "no_inbox_target"
+    TENANT = "tenant"
+    NOT_A_WATCHER = "not_a_watcher"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The configurable parts of the rules: which actions are mutations, which are critical."""
+
+    mutation_actions: tuple[str, ...] = DEFAULT_MUTATION_ACTIONS
+    critical_actions: tuple[str, ...] = ()
+
+
+DEFAULT_RULES = Rules()
+
+CRITICAL_REASON = "critical"
+"""Reason added to a recipient whose preference would have filtered a critical action."""
+
+
+@dataclass
+class Resolution:
+    """The delivery of one activity, and why each other watcher found was left out."""
+
+    delivery: Delivery
+    excluded: dict[UUID, tuple[Exclusion, tuple[str, ...]]] = field(default_factory=dict)
+    """Principal -> (why not notified, the watcher rules that had found it)."""
+
+
 def _has_access(
-    principal: UUID, nodes: Sequence[ChainNode], bound: dict[UUID, frozenset[UUID]]
+    principal: UUID, nodes: Sequence[ChainNode], bound: Sequence[frozenset[UUID]]
 ) -> bool:
-    """Whether the principal owns the first node or holds any role on one of `nodes`."""
+    """Whether the principal owns the first node or holds any role on one of the nodes."""
     if nodes and nodes[0].owner_principal_id == principal:
         return True
-    return any(principal in bound[node.resource_id] for node in nodes)
+    return any(principal in principals for principals in bound)
 
 
 def resolve_delivery(
     event: ActivityEvent,
     snapshot: ReferenceSnapshot,
     mutation_actions: Sequence[str] = DEFAULT_MUTATION_ACTIONS,
+    critical_actions: Sequence[str] = (),
 ) -> Delivery:
-    """Return the recipients and shared channels of one activity."""
+    """Return the recipients, with their reasons, and the shared channels of one activity."""
+    rules = Rules(tuple(mutation_actions), tuple(critical_actions))
+    return resolve(event, snapshot, rules).delivery
+
+
+def resolve(
+    event: ActivityEvent,
+    snapshot: ReferenceSnapshot,
+    rules: Rules = DEFAULT_RULES,
+    explain: bool = False,
+) -> Resolution:
+    """Apply the watcher rules to one activity; with `explain`, record who was left out and why."""
     tenant_id = event.tenant_id
     chain = snapshot.chain(tenant_id, event.resource.id)
-    reasons: dict[UUID, list[str]] = defaultdict(list)
+    reasons: dict[UUID, list[str]] = {}
+    excluded: dict[UUID, tuple[Exclusion, tuple[str, ...]]] = {}
 
     # 1. Subscribers: any scope on the resource itself, `descendants` on an ancestor.
-    for node in chain:
-        for principal, scope in snapshot.subscriptions.get((tenant_id, node.resource_id), ()):
-            if node.depth == 0 or scope == "descendants":
-                reasons[principal].append(f"subscription:{scope}:{node.resource_id}")
+    node_watchers = [snapshot.node_watchers(tenant_id, node.resource_id) for node in chain]
+    for depth, contribution in enumerate(node_watchers):
+        subscribers = (
+            contribution.subscribers if depth == 0 else contribution.descendants_subscribers
+        )
+        for principal, reason in subscribers:
+            found = reasons.get(principal)
+            if found is None:
+                reasons[principal] = [reason]
+            else:
+                found.append(reason)
 
     # 2. The owner of the resource.
     owner = chain[0].owner_principal_id
     if owner is not None:
-        reasons[owner].append("owner")
+        reasons.setdefault(owner, []).append("owner")
 
     # 3. Owner and delegator role bindings on the resource or an ancestor.
-    bound: dict[UUID, frozenset[UUID]] = {}
-    for node in chain:
-        bound[node.resource_id] = snapshot.bound_principals(tenant_id, node.resource_id)
-        for principal, role in snapshot.watching_bindings(tenant_id, node.resource_id):
-            reasons[principal].append(f"role:{role}:{node.resource_id}")
+    for contribution in node_watchers:
+        for principal, reason in contribution.delegators:
+            found = reasons.get(principal)
+            if found is None:
+                reasons[principal] = [reason]
+            else:
+                found.append(reason)
 
     # 4. Chat members.
     conversation = chat_channel_id(event)
-    if conversation is not None and isinstance(conversation, UUID):
+    if isinstance(conversation, UUID):
         for principal, _ in snapshot.role_bindings.get((tenant_id, conversation), ()):
-            reasons[principal].append(f"chat_member:{conversation}")
+            reasons.setdefault(principal, []).append(f"chat_member:{conversation}")
 
     # 5. Neither the actor nor the target hears of it as a watcher.
     target = invitee(event)
-    reasons.pop(event.actor.id, None)
+    actor_reasons = reasons.pop(event.actor.id, None)
+    if explain and actor_reasons is not None:
+        excluded[event.actor.id] = (Exclusion.ACTOR, tuple(actor_reasons))
     if target is not None:
         reasons.pop(target, None)
 
-    # 6. Visibility, then preferences.
-    watchers = _visible_watchers(event, chain, bound, reasons)
-    recipients = [
-        Recipient(principal_id=principal, reasons=tuple(reasons[principal]))
-        for principal in watchers
-        if wants_notification(
-            snapshot.preferences.get((tenant_id, principal)), event.action, mutation_actions
-        )
-    ]
+    # 6. Visibility, then preferences; critical actions skip preferences.
+    watchers = _visible_watchers(event, snapshot, chain, reasons, excluded if explain else None)
+    critical = matches_any(event.action, rules.critical_actions)
+    recipients: list[Recipient] = []
+    for principal in watchers:
+        preference = snapshot.preference(tenant_id, principal)
+        chosen_by = reasons[principal]
+        if not wants_notification(preference, event.action, rules.mutation_actions):
+            if not critical:
+                if explain:
+                    excluded[principal] = (Exclusion.PREFERENCE, tuple(chosen_by))
+                continue
+            chosen_by = [*chosen_by, CRITICAL_REASON]
+        recipients.append(Recipient(principal_id=principal, reasons=tuple(chosen_by)))
     if target is not None and target != event.actor.id:
         recipients.append(Recipient(principal_id=target, reasons=("target",)))
     if DeliveryChannel.INBOX not in event.targets:
+        if explain:
+            for recipient in recipients:
+                excluded[recipient.principal_id] = (Exclusion.NO_INBOX_TARGET, recipient.reasons)
         recipients = []
 
-    return Delivery(
+    delivery = Delivery(
         event=event,
         recipients=tuple(recipients),
         shared_channels=_shared_channels(event, conversation),
     )
+    return Resolution(delivery, excluded)
 
 
 def _visible_watchers(
     event: ActivityEvent,
+    snapshot: ReferenceSnapshot,
     chain: list[ChainNode],
-    bound: dict[UUID, frozenset[UUID]],
     reasons: dict[UUID, list[str]],
+    excluded: dict[UUID, tuple[Exclusion, tuple[str, ...]]] | None,
 ) -> list[UUID]:
     """Return the watchers that the activity's visibility lets hear of it, sorted."""
+    tenant_id = event.tenant_id
     match event.visibility:
         case Visibility.PRIVATE:
-            return []
+            allowed: list[UUID] = []
         case Visibility.TENANT:
             allowed = list(reasons)
-        case Visibility.RESOURCE:
-            allowed = [p for p in reasons if _has_access(p, chain, bound)]
-        case Visibility.SCOPE:
-            scope_nodes = chain[1:] or chain
-            allowed = [p for p in reasons if _has_access(p, scope_nodes, bound)]
+        case Visibility.RESOURCE | Visibility.SCOPE:
+            nodes = chain if event.visibility == Visibility.RESOURCE else (chain[1:] or chain)
+            bound = [snapshot.bound_principals(tenant_id, node.resource_id) for node in nodes]
+            allowed = [p for p in reasons if _has_access(p, nodes, bound)]
+    if excluded is not None:
+        private = event.visibility == Visibility.PRIVATE
+        why = Exclusion.VISIBILITY if private else Exclusion.NO_ACCESS
+        kept = set(allowed)
+        for principal, chosen_by in reasons.items():
+            if principal not in kept:
+                excluded[principal] = (why, tuple(chosen_by))
     return sorted(allowed)
 
 

@@ -1,0 +1,1 @@
+"""Tests of the enrichment agent against the real PostgreSQL and Kafka."""
