@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from activity_schemas.topics import AUDIT_TOPIC, DELIVERIES_TOPIC, RECEIPTS_TOPIC
 from activity_streams.app import create_app
+from activity_streams.observability import install_web_endpoints
 
 from activity_sinks.settings import SinkSettings
 
@@ -15,6 +16,7 @@ __all__ = ["app", "audit_topic", "deliveries_topic", "receipts_topic", "settings
 
 settings = SinkSettings()
 app = create_app("activity-sinks", settings, settings.sink_web_port)
+install_web_endpoints(app)
 
 deliveries_topic = app.topic(settings.topic(DELIVERIES_TOPIC), partitions=settings.topic_partitions)
 audit_topic = app.topic(settings.topic(AUDIT_TOPIC), partitions=settings.topic_partitions)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from activity_schemas.errors import ActivityPipelineError
 
-__all__ = ["PublishError", "SinkError"]
+__all__ = [
+    "InvalidChannelError",
+    "NotificationTooLargeError",
+    "PublishError",
+    "SinkError",
+]
 
 
 class SinkError(ActivityPipelineError):
@@ -12,4 +17,14 @@ class SinkError(ActivityPipelineError):
 
 
 class PublishError(SinkError):
-    """Raised when Centrifugo did not accept a publication after every retry."""
+    """Raised when Centrifugo did not accept a publication within the retry budget."""
+
+    retriable = True
+
+
+class NotificationTooLargeError(SinkError):
+    """Raised when a notification exceeds the size cap even after its payload was trimmed."""
+
+
+class InvalidChannelError(SinkError):
+    """Raised when a delivery names a channel that Centrifugo would reject."""

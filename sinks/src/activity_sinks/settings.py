@@ -21,6 +21,27 @@ class SinkSettings(StreamsSettings):
     centrifugo_timeout_s: float = Field(
         default=5.0, gt=0, description="Seconds one Centrifugo API call may take."
     )
+    centrifugo_retry_budget_s: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "Seconds a batch keeps retrying transient Centrifugo errors before its "
+            "deliveries go to the dead-letter topic; well inside Centrifugo's 5-minute "
+            "idempotency window."
+        ),
+    )
+    notification_max_bytes: int = Field(
+        default=8192,
+        ge=1024,
+        description="Largest notification document pushed, in bytes; larger payloads are trimmed.",
+    )
+    notification_link_template: str = Field(
+        default="/activities/{tenant_id}/{event_id}",
+        description=(
+            "Link put into a trimmed notification; `{tenant_id}`, `{event_id}` and "
+            "`{resource_id}` are replaced."
+        ),
+    )
     sink_batch_size: int = Field(
         default=500, ge=1, description="Deliveries or audit records handled per batch."
     )
@@ -28,7 +49,15 @@ class SinkSettings(StreamsSettings):
         default=0.05, gt=0, description="Seconds a batch waits to fill before it is handled."
     )
     archive_dir: str = Field(
-        default=".stack/archive", description="Directory of the audit archive's segment files."
+        default=".stack/archive",
+        description="Directory or fsspec URL (e.g. s3://bucket/audit) of the audit archive.",
+    )
+    archive_signing_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Ed25519 key that signs the archive's digests: a PEM file path or the base64 of "
+            "the raw 32-byte key; unset, a development key is generated into .stack/."
+        ),
     )
     sink_web_port: int = Field(
         default=6067, ge=1, le=65535, description="Port of the sink worker's web server."

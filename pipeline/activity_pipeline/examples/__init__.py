@@ -1,0 +1,1 @@
+"""Runnable examples of using the pipeline from a host application."""
