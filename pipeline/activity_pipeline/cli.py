@@ -9,9 +9,14 @@ import typer
 from activity_producer.migrate import upgrade_database
 from activity_producer.relay import RelaySettings
 
+from activity_pipeline.audit_cli import audit_app
+from activity_pipeline.bench.cli import bench_app
+from activity_pipeline.deadletter_cli import deadletter_app
 from activity_pipeline.demo.run import DemoOptions, run_demo
 from activity_pipeline.demo.wikiticker import DATA_FILE
+from activity_pipeline.explain_cli import explain_command
 from activity_pipeline.logs import configure_logging
+from activity_pipeline.settings_cli import settings
 from activity_pipeline.stack import stack_app, up
 from activity_pipeline.workers import WorkerKind, create_pipeline_topics, run_relay, run_worker
 
@@ -19,6 +24,11 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(help="Operator commands of the activity pipeline.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+app.add_typer(bench_app, name="bench")
+app.command(name="explain")(explain_command)
+app.add_typer(deadletter_app, name="dead-letters")
+app.add_typer(audit_app, name="audit")
+app.command(name="settings")(settings)
 
 LogLevel = Annotated[
     str,
@@ -38,10 +48,69 @@ def migrate(log_level: LogLevel = "info", json_logs: JsonLogs = False) -> None:
 
 
 @app.command()
-def relay(log_level: LogLevel = "info", json_logs: JsonLogs = False) -> None:
-    """Move committed outbox rows to Kafka until stopped (Ctrl-C or SIGTERM)."""
+def relay(
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=100_000,
+            help="Outbox rows per poll (env ACTIVITY_RELAY_BATCH_SIZE, default 5000).",
+        ),
+    ] = None,
+    poll_interval: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Seconds between polls when no NOTIFY arrives "
+            "(env ACTIVITY_RELAY_POLL_INTERVAL_S, default 1.0).",
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65_535,
+            help="Port of /metrics and /healthz; 0 turns them off "
+            "(env ACTIVITY_RELAY_METRICS_PORT, default 9464).",
+        ),
+    ] = None,
+    retention: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Seconds a sent row is kept before it is deleted; 0 deletes it at once "
+            "(env ACTIVITY_RELAY_SENT_RETENTION_S, default 86400).",
+        ),
+    ] = None,
+    cleanup_batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Sent rows deleted per statement; 0 turns cleanup off "
+            "(env ACTIVITY_RELAY_CLEANUP_BATCH_SIZE, default 10000).",
+        ),
+    ] = None,
+    log_level: LogLevel = "info",
+    json_logs: JsonLogs = False,
+) -> None:
+    """Move committed outbox rows to Kafka until stopped (Ctrl-C or SIGTERM).
+
+    One relay is active per outbox database (a PostgreSQL advisory lock); start
+    more for standbys that take over within seconds. A row Kafka cannot take
+    goes to the dead-letter topic with its reason. Every option defaults to its
+    ACTIVITY_* environment variable; see docs/relay.md.
+    """
     configure_logging(log_level, json_logs)
-    run_relay(RelaySettings())
+    overrides = {
+        "relay_batch_size": batch_size,
+        "relay_poll_interval_s": poll_interval,
+        "relay_metrics_port": metrics_port,
+        "relay_sent_retention_s": retention,
+        "relay_cleanup_batch_size": cleanup_batch_size,
+    }
+    run_relay(
+        RelaySettings(**{name: value for name, value in overrides.items() if value is not None})
+    )
 
 
 @app.command()

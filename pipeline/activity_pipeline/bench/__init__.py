@@ -1,0 +1,1 @@
+"""Benchmarks of the pipeline's parts; each prints its figures and compares designs in one run."""
