@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from uuid import uuid4
 
 import pytest
+import structlog
 from activity_producer.relay import RelaySettings
 from activity_sinks.settings import SinkSettings
 
@@ -104,6 +105,14 @@ def session_topics(relay_settings: RelaySettings) -> Iterator[None]:
     if names and relay_settings.topic_prefix:
         for future in admin.delete_topics(names, operation_timeout=30).values():
             future.result()
+
+
+@pytest.fixture(autouse=True)
+def default_logging() -> Iterator[None]:
+    """Give each test structlog's defaults, whatever an earlier test's command configured."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0, step_s: float = 0.1) -> bool:
