@@ -58,6 +58,12 @@ class Outputs:
                 return value
         return None
 
+    def audit_headers(self, event_id: UUID) -> dict[str, bytes] | None:
+        for record in self.audit.snapshot():
+            if json.loads(record.value)["event"]["event_id"] == str(event_id):
+                return record.headers
+        return None
+
     async def recipients(self, event_id: UUID) -> dict[str, list[str]]:
         arrived = await eventually_async(
             lambda: self.delivery(event_id) is not None, DELIVERY_TIMEOUT_S
@@ -159,6 +165,29 @@ async def test_audit_record_holds_the_resolved_recipients(
 
     assert arrived
     assert outputs.audit_record(event_id)["recipients"] == [str(owner)]  # type: ignore[index]
+
+
+@pytest.mark.usefixtures("pipeline")
+async def test_audit_record_carries_cloudevents_headers(
+    world: World, engine: AsyncEngine, outputs: Outputs
+) -> None:
+    owner, actor = uuid4(), uuid4()
+    document = await world.resource(owner=owner)
+
+    event_id = await _record(engine, _envelope(world, actor, document, "resource.created"))
+    await outputs.recipients(event_id)
+    arrived = await eventually_async(
+        lambda: outputs.audit_headers(event_id) is not None, DELIVERY_TIMEOUT_S
+    )
+    headers = outputs.audit_headers(event_id) or {}
+
+    assert arrived
+    assert headers["ce_specversion"] == b"1.0"
+    assert headers["ce_id"] == str(event_id).encode()
+    assert headers["ce_type"] == b"resource.created"
+    assert headers["ce_source"] == f"/tenants/{world.tenant}".encode()
+    assert headers["ce_subject"] == str(document).encode()
+    assert "ce_time" in headers
 
 
 @pytest.mark.usefixtures("pipeline")

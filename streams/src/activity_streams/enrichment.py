@@ -121,6 +121,19 @@ async def _resolve_with_retries(
     return [Unresolvable(reason) for _ in activities]
 
 
+def _cloudevents_headers(activity: ActivityEvent) -> list[tuple[str, bytes]]:
+    """Return the CloudEvents binary-mode headers the relay also puts on the events topic."""
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", str(activity.event_id).encode()),
+        ("ce_source", f"/tenants/{activity.tenant_id}".encode()),
+        ("ce_type", activity.action.encode()),
+        ("ce_subject", str(activity.resource.id).encode()),
+        ("ce_time", activity.time.isoformat().encode()),
+        ("content-type", b"application/json"),
+    ]
+
+
 async def _enrich_batch(
     resolver: BatchResolver, pool: asyncpg.Pool, batch: Sequence[EventT]
 ) -> int:
@@ -146,7 +159,7 @@ async def _enrich_batch(
             recipients=tuple(r.principal_id for r in outcome.recipients),
             processed_at=processed_at,
         )
-        headers = [("ce_id", str(activity.event_id).encode())]
+        headers = _cloudevents_headers(activity)
         delivery_json = outcome.model_dump_json()
         pending.append(await _produce(DELIVERIES_TOPIC, event.key, delivery_json, headers))
         pending.append(await _produce(AUDIT_TOPIC, event.key, audit.model_dump_json(), headers))
