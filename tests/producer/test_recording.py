@@ -555,7 +555,7 @@ async def test_secrets_at_any_depth_are_redacted_in_activity_and_outbox(
     caller: Caller, async_engine: AsyncEngine
 ) -> None:
     envelope = _envelope(
-        payload={"config": {"db": {"Password": "hunter2"}, "hooks": [{"X-Api-Key": "abc"}]}}
+        payload={"config": {"db": {"Password": "hunter2"}, "hooks": [{"X-Api-Key": "key-value-not-for-logs"}]}}
     )
 
     recorded = await caller.record(envelope)
@@ -567,7 +567,7 @@ async def test_secrets_at_any_depth_are_redacted_in_activity_and_outbox(
         id=recorded.event_id,
     )
     assert "hunter2" not in stored
-    assert "abc" not in stored
+    assert "key-value-not-for-logs" not in stored
     assert stored.count(REDACTED) == 4
 
 
