@@ -555,7 +555,12 @@ async def test_secrets_at_any_depth_are_redacted_in_activity_and_outbox(
     caller: Caller, async_engine: AsyncEngine
 ) -> None:
     envelope = _envelope(
-        payload={"config": {"db": {"Password": "hunter2"}, "hooks": [{"X-Api-Key": "key-value-not-for-logs"}]}}
+        payload={
+            "config": {
+                "db": {"Password": "hunter2"},
+                "hooks": [{"X-Api-Key": "key-value-not-for-logs"}],
+            }
+        }
     )
 
     recorded = await caller.record(envelope)
