@@ -127,14 +127,16 @@ def worker(
 @app.command()
 def demo(
     limit: Annotated[
-        int | None, typer.Option(help="Replay only the first N lines of the input.")
+        int | None, typer.Option(min=1, help="Replay only the first N lines of the input.")
     ] = None,
     concurrency: Annotated[
         int, typer.Option(min=1, max=64, help="Concurrent recording sessions.")
     ] = 8,
     rate: Annotated[
         float | None,
-        typer.Option(help="Record at most this many activities per second (default: no limit)."),
+        typer.Option(
+            min=0.01, help="Record at most this many activities per second (default: no limit)."
+        ),
     ] = None,
     data_file: Annotated[
         Path, typer.Option(exists=True, dir_okay=False, help="Input file (gzip NDJSON edits).")
@@ -148,6 +150,7 @@ def demo(
     database, loads the reference data and runs the relay and both workers.
     """
     configure_logging(log_level, json_logs)
+    typer.echo("checking the local stack, and starting it if it is not running")
     up()
     summary = run_demo(
         DemoOptions(limit=limit, concurrency=concurrency, rate_per_s=rate, data_file=data_file),

@@ -64,7 +64,8 @@ def _start_offsets(consumer: Consumer, topic: str, since: datetime | None) -> li
     metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
     if topic not in metadata.topics or metadata.topics[topic].error is not None:
         raise typer.BadParameter(
-            f"dead-letter topic {topic!r} does not exist; check ACTIVITY_TOPIC_PREFIX"
+            f"dead-letter topic {topic!r} does not exist: run `activity migrate` (or start "
+            "`activity relay`) to create the pipeline's topics, or check ACTIVITY_TOPIC_PREFIX"
         )
     partitions = sorted(metadata.topics[topic].partitions)
     start_ms = int(since.timestamp() * 1000) if since else 0

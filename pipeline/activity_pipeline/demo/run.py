@@ -88,6 +88,7 @@ class DemoSummary:
     total_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     watched_channel: str = ""
+    archive_dir: str = ""
 
     @property
     def consistent(self) -> bool:
@@ -126,6 +127,7 @@ class DemoSummary:
             ("commit-to-delivery p50 (ms)", f"{self.percentile(0.50):.1f}"),
             ("commit-to-delivery p99 (ms)", f"{self.percentile(0.99):.1f}"),
             ("counts agree", "yes" if self.consistent else "NO"),
+            ("archive of this run", self.archive_dir),
         ]
         width = max(len(label) for label, _ in rows)
         return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
@@ -200,6 +202,12 @@ async def _run(options: DemoOptions, echo: Callable[[str], None]) -> DemoSummary
 
     run_dir = options.work_dir / run_name
     archive_dir = run_dir / "archive"
+    summary.archive_dir = str(archive_dir)
+    echo(
+        f"this run's topics and consumer groups start with {relay_settings.topic_prefix!r} "
+        "and are deleted at the end; its archive goes to "
+        f"{archive_dir}"
+    )
     progress = _Progress()
     readers = [
         TopicReader(
