@@ -32,7 +32,8 @@ from uuid import UUID, uuid4
 
 import asyncpg
 from activity_producer.relay import RelaySettings
-from activity_schemas import ActivityEnvelope, ActivityEvent, ActorRef, AuditRecord, ResourceRef
+from activity_schemas import ActivityEnvelope, ActivityEvent, AuditRecord
+from activity_schemas.event import event_from_envelope
 from activity_schemas.topics import DELIVERIES_TOPIC, EVENTS_TOPIC
 from activity_streams.preferences import FilterMode, Preference
 from activity_streams.reference import ChainNode, ReferenceSnapshot, ReferenceStore
@@ -68,27 +69,8 @@ TARGET_PER_S = 10_000
 
 def event_of(envelope: ActivityEnvelope) -> ActivityEvent:
     """Return the event document the relay would produce for `envelope`."""
-    return ActivityEvent(
-        event_id=uuid4(),
-        tenant_id=envelope.tenant_id,
-        time=envelope.created_at,
-        recorded_at=datetime.now(UTC),
-        correlation_id=envelope.correlation_id,
-        actor=ActorRef(
-            id=envelope.actor_principal_id,
-            kind=envelope.actor_kind,
-            display_name=envelope.actor_display_name,
-        ),
-        resource=ResourceRef(
-            id=envelope.resource_id,
-            type=envelope.resource_type,
-            parent_id=envelope.resource_parent_id,
-        ),
-        action=envelope.action,
-        target_principal_id=envelope.target_principal_id,
-        visibility=envelope.visibility,
-        payload=envelope.payload,
-        targets=envelope.delivery_channels,
+    return event_from_envelope(
+        envelope, event_id=uuid4(), recorded_at=datetime.now(UTC), payload=envelope.payload
     )
 
 

@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import structlog
-from activity_schemas import ActivityEnvelope, ActivityEvent, ActorRef, ResourceRef
+from activity_schemas import ActivityEnvelope
 from activity_schemas.catalogue import ActionCatalogue, default_catalogue
+from activity_schemas.event import event_from_envelope
 from activity_schemas.topics import EVENTS_TOPIC
 from pydantic import ValidationError
 from sqlalchemy import Connection, text
@@ -159,30 +160,12 @@ class ActivityRecorder:
         payload, encoded_payload = self.policy.apply(checked.payload)
 
         event_id = uuid4()
-        event = ActivityEvent(
+        event = event_from_envelope(
+            checked,
             event_id=event_id,
-            tenant_id=checked.tenant_id,
-            time=checked.created_at,
             # The statement replaces this with the database clock's time of the insert.
             recorded_at=checked.created_at,
-            correlation_id=checked.correlation_id,
-            actor=ActorRef(
-                id=checked.actor_principal_id,
-                kind=checked.actor_kind,
-                display_name=checked.actor_display_name,
-            ),
-            resource=ResourceRef(
-                id=checked.resource_id,
-                type=checked.resource_type,
-                parent_id=checked.resource_parent_id,
-            ),
-            action=checked.action,
-            target_principal_id=checked.target_principal_id,
-            visibility=checked.visibility,
             payload=payload,
-            authorization=checked.authorization,
-            ui=checked.ui,
-            targets=checked.delivery_channels,
         )
         return {
             "event_id": event_id,

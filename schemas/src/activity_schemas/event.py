@@ -15,6 +15,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from activity_schemas.envelope import (
+    ActivityEnvelope,
     ActorKind,
     AuthorizationDecision,
     DeliveryChannel,
@@ -22,7 +23,13 @@ from activity_schemas.envelope import (
     Visibility,
 )
 
-__all__ = ["EVENT_SCHEMA_VERSION", "ActivityEvent", "ActorRef", "ResourceRef"]
+__all__ = [
+    "EVENT_SCHEMA_VERSION",
+    "ActivityEvent",
+    "ActorRef",
+    "ResourceRef",
+    "event_from_envelope",
+]
 
 EVENT_SCHEMA_VERSION: Literal["1"] = "1"
 
@@ -76,4 +83,38 @@ class ActivityEvent(BaseModel):
     ui: UiHints | None = Field(default=None, description="Presentation hints for clients.")
     targets: tuple[DeliveryChannel, ...] = Field(
         description="Kinds of channel the activity may be pushed to."
+    )
+
+
+def event_from_envelope(
+    envelope: ActivityEnvelope,
+    *,
+    event_id: UUID,
+    recorded_at: datetime,
+    payload: dict[str, Any],
+) -> ActivityEvent:
+    """Return the event document of `envelope`, with `payload` after the payload policy."""
+    return ActivityEvent(
+        event_id=event_id,
+        tenant_id=envelope.tenant_id,
+        time=envelope.created_at,
+        recorded_at=recorded_at,
+        correlation_id=envelope.correlation_id,
+        actor=ActorRef(
+            id=envelope.actor_principal_id,
+            kind=envelope.actor_kind,
+            display_name=envelope.actor_display_name,
+        ),
+        resource=ResourceRef(
+            id=envelope.resource_id,
+            type=envelope.resource_type,
+            parent_id=envelope.resource_parent_id,
+        ),
+        action=envelope.action,
+        target_principal_id=envelope.target_principal_id,
+        visibility=envelope.visibility,
+        payload=payload,
+        authorization=envelope.authorization,
+        ui=envelope.ui,
+        targets=envelope.delivery_channels,
     )
