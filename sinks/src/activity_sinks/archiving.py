@@ -71,7 +71,7 @@ async def archive_audit_records(stream: faust.StreamT[bytes]) -> AsyncIterator[i
     log.info("audit_archive_opened", archive=settings.archive_dir)
     try:
         async for batch in stream.take_events(
-            settings.sink_batch_size, within=settings.sink_batch_window_s
+            settings.sink_batch_size, within=settings.archive_batch_window_s
         ):
             records = []
             for event in batch:

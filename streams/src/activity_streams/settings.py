@@ -27,9 +27,12 @@ class StreamsSettings(ActivitySettings):
         default=500, ge=1, description="Activities resolved together with set-based queries."
     )
     enrichment_batch_window_s: float = Field(
-        default=0.05,
+        default=0.01,
         gt=0,
-        description="Seconds a batch waits to fill before it is resolved anyway.",
+        description=(
+            "Seconds a batch waits to fill before it is resolved anyway. Under load a batch "
+            "fills without waiting, so this bounds the latency a thin stream adds."
+        ),
     )
     topic_prefix: str = Field(
         default="",
