@@ -117,7 +117,7 @@ class OutboxMessage(Base):
     )
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     dead_letter_reason: Mapped[str | None] = mapped_column(Text)
-    """Why the relay sent this row to the dead-letter topic instead of its own; else NULL."""
+    """Reason the relay sent this row to the dead-letter topic instead of its own, or NULL."""
 
 
 class Resource(Base):

@@ -1,12 +1,14 @@
 """One batch of deliveries, from Kafka records to Centrifugo: the sink's steps, without Faust.
 
-The steps of a batch are: decode the deliveries, drop recipients whose access
-was revoked since enrichment, check channel names, render one notification
-per activity, store the durable inbox rows, and publish one broadcast per
-activity in one Centrifugo `batch` call. What Centrifugo accepted becomes a
-receipt. What it rejected for good, or what cannot be sent at all, becomes a
-dead letter that names the reason and contains only the rejected channels,
-so the rest of the batch and of the stream flows on.
+A batch goes through these steps. Decode the deliveries, then drop the
+recipients whose access was revoked since enrichment and check channel names.
+Render one notification per activity and store the durable inbox rows. Last,
+publish one broadcast per activity in one Centrifugo `batch` call.
+
+What Centrifugo accepted becomes a receipt. What it rejected for good, or
+what cannot be sent at all, becomes a dead letter that names the reason and
+contains only the rejected channels, so the rest of the batch and of the
+stream flows on.
 """
 
 from __future__ import annotations

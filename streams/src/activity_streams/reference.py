@@ -122,7 +122,7 @@ class ChainNode(NamedTuple):
 
 @dataclass(frozen=True)
 class NodeWatchers:
-    """What one resource contributes to the watchers of activities on it or below it.
+    """Watchers that one resource contributes to the activities on it or below it.
 
     Reasons are formatted once per load, not once per activity.
     """
@@ -237,7 +237,7 @@ class ReferenceSnapshot:
         return nodes
 
     def is_loaded(self, tenant_id: UUID, resource_id: UUID) -> bool:
-        """Whether the resource and all its ancestors are cached."""
+        """Return whether the resource and all its ancestors are cached."""
         if (tenant_id, resource_id) in self.chains:
             return True
         current: UUID | None = resource_id

@@ -1,9 +1,14 @@
 """Who hears of an activity, and why: the watcher rules applied to one activity.
 
-The rules, in order: explicit subscribers on the resource (any scope) or on an
-ancestor (scope `descendants`); the resource owner; principals with an
-`owner` or `delegator` role binding on the resource or an ancestor; for chat
-actions, every principal bound to the chat channel. Then the actor and the
+The rules, in order:
+1. explicit subscribers on the resource (any scope) or on an ancestor (scope
+   `descendants`);
+2. the resource owner;
+3. principals with an `owner` or `delegator` role binding on the resource or
+   an ancestor;
+4. for chat actions, every principal bound to the chat channel.
+
+Then the actor and the
 target principal are removed, visibility is enforced, and each remaining
 watcher's preference is applied, unless the action is critical. The target
 principal is reached through its own inbox whatever its preference, because

@@ -78,7 +78,7 @@ MAX_ATTEMPTS = len(RETRY_DELAYS_S) + 1
 """Attempts at a rejected row before it goes to the dead-letter topic."""
 
 TOPIC_REFRESH_S = 5.0
-"""Least seconds between two refreshes of the known topics when a row names an unknown one."""
+"""Minimum seconds between two refreshes of the known topics when a row names an unknown one."""
 
 METADATA_TIMEOUT_S = 10.0
 """How long a topic metadata request may take."""
@@ -93,7 +93,7 @@ BACKOFF_INITIAL_S = 0.5
 """Wait after the first failed batch or lost connection; doubled after each further one."""
 
 BACKOFF_MAX_S = 30.0
-"""Longest wait between two attempts after repeated failures."""
+"""Maximum wait in seconds between two attempts after repeated failures."""
 
 TCP_KEEPALIVE: dict[str, Any] = {
     "keepalives_idle": 10,
@@ -544,7 +544,7 @@ class OutboxRelay:
             self._on_batch(self.stats)
 
     def _housekeeping(self, conn: psycopg.Connection[Any]) -> None:
-        """Every few seconds: sample the lag, name a blocking transaction, delete old sent rows."""
+        """Sample the lag, name a blocking transaction and delete old sent rows, every 5 s."""
         now = time.monotonic()
         if now - self._housekeeping_at < HOUSEKEEPING_INTERVAL_S:
             return
