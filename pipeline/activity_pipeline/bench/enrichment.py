@@ -88,6 +88,7 @@ class EnrichmentBenchResult:
     identical: bool
     batch_size: int = DEFAULT_BATCH_SIZE
     through_faust_per_s: float | None = None
+    idle_agent_per_s: float | None = None
 
     @property
     def batched_per_s(self) -> float:
@@ -100,7 +101,10 @@ class EnrichmentBenchResult:
     def render(self) -> str:
         """Return the figures as lines of text."""
         ratio = self.batched_per_s / self.per_activity_per_s
-        verdict = "met" if self.batched_per_s >= TARGET_PER_S else "NOT met"
+        judged, judged_by = self.batched_per_s, "in-process"
+        if self.through_faust_per_s is not None:
+            judged, judged_by = self.through_faust_per_s, "through one Faust worker"
+        verdict = "met" if judged >= TARGET_PER_S else "NOT met"
         return "\n".join(
             [
                 "enrichment benchmark (in-process: decode, resolve, serialize; no Kafka)",
@@ -114,18 +118,23 @@ class EnrichmentBenchResult:
                 f" ({self.per_activity_sample:,} activities in {self.per_activity_s:.2f} s,"
                 f" {self.per_activity_queries:,} queries)",
                 f"  ratio batched/per-activity: {ratio:,.1f}x",
-                *(
-                    []
-                    if self.through_faust_per_s is None
-                    else [
-                        f"  end to end through one Faust worker (Kafka in and out, cold cache): "
-                        f"{self.through_faust_per_s:,.0f} activities/s"
-                    ]
-                ),
+                *self._through_faust_lines(),
                 f"  same recipients and reasons on the sample: {'yes' if self.identical else 'NO'}",
-                f"  target {TARGET_PER_S:,} activities/s per worker: {verdict}",
+                f"  target {TARGET_PER_S:,} activities/s per worker ({judged_by}): {verdict}",
             ]
         )
+
+    def _through_faust_lines(self) -> list[str]:
+        if self.through_faust_per_s is None or self.idle_agent_per_s is None:
+            return []
+        share = self.through_faust_per_s / self.idle_agent_per_s
+        return [
+            "  backlog drained by one Faust worker (Kafka in and out, cold cache): "
+            f"{self.through_faust_per_s:,.0f} activities/s",
+            "  same path, agent that does nothing (Faust's own ceiling): "
+            f"{self.idle_agent_per_s:,.0f} activities/s",
+            f"  enrichment worker / idle agent: {share:.2f}",
+        ]
 
 
 class _PerActivityLoader:
@@ -298,8 +307,11 @@ def run_enrichment_bench(
         result = asyncio.run(_measure(database_url, documents, sample, batch_size))
         if through_faust:
             with tempfile.TemporaryDirectory(prefix="bench-enrichment-") as work_dir:
+                ceiling = measure_through_faust(
+                    database_url, documents, batch_size, Path(work_dir), idle_agent=True
+                )
                 rate = measure_through_faust(database_url, documents, batch_size, Path(work_dir))
-            result = dataclasses.replace(result, through_faust_per_s=rate)
+            result = dataclasses.replace(result, through_faust_per_s=rate, idle_agent_per_s=ceiling)
         return result
     finally:
         drop_database(server_url, database)
@@ -307,11 +319,19 @@ def run_enrichment_bench(
 
 WORKER_COMMAND = (sys.executable, "-m", "activity_pipeline.cli", "worker", "enrichment")
 
+IDLE_AGENT_COMMAND = (sys.executable, "-m", "activity_pipeline.bench.idle_agent", "worker")
+
 WORKER_READY_TIMEOUT_S = 120.0
 """How long the Faust worker may take to join its consumer group on a busy machine."""
 
 DRAIN_TIMEOUT_S = 600.0
 """How long the worker may take to deliver every activity before the run is abandoned."""
+
+READY_POLL_S = 0.05
+"""Pause between checks that the worker or the reader joined its consumer group."""
+
+READER_POLL_S = 0.2
+"""Wait of one poll of the reader of the outputs."""
 
 STOP_TIMEOUT_S = 20.0
 """How long the worker may take to stop after SIGTERM before it is killed."""
@@ -333,21 +353,59 @@ def _group_ready(admin: AdminClient, group: str) -> bool:
     return bool(members) and all(m.assignment.topic_partitions for m in members)
 
 
+def _steady_rate(arrivals: list[tuple[int, int]]) -> float:
+    """Return activities per second from the first output batch to the last output.
+
+    The worker's producer sets the output timestamps, so neither the worker's
+    start nor the reader's lag counts. The first batch marks the start, so its
+    activities are left out.
+    """
+    first_ms = min(timestamp for timestamp, _ in arrivals)
+    last_ms = max(timestamp for timestamp, _ in arrivals)
+    after_first = sum(activities for timestamp, activities in arrivals if timestamp > first_ms)
+    return after_first / max((last_ms - first_ms) / 1000, 1e-3)
+
+
+def _joined(consumer: Consumer) -> bool:
+    consumer.poll(READER_POLL_S)
+    return bool(consumer.assignment())
+
+
+def _produce_events(bootstrap: str, topic: str, documents: Sequence[bytes]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for document in documents:
+        producer.produce(topic, value=document)
+        producer.poll(0)
+    unsent = producer.flush(60)
+    if unsent:
+        raise TimeoutError(f"{unsent} events were not acknowledged by Kafka within 60 s")
+
+
 def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not happen within {timeout_s:.0f} s")
-        time.sleep(0.2)
+        time.sleep(READY_POLL_S)
 
 
 def measure_through_faust(
-    database_url: str, documents: Sequence[bytes], batch_size: int, work_dir: Path
+    database_url: str,
+    documents: Sequence[bytes],
+    batch_size: int,
+    work_dir: Path,
+    idle_agent: bool = False,
 ) -> float:
-    """Return activities per second from producing the events to the last delivery read back.
+    """Return activities per second a worker drains from a backlog of `documents`.
 
-    One `activity worker enrichment` process runs under a topic prefix of its own.
+    The events are produced first, then the worker starts; the rate runs from
+    its first output to its last, by their Kafka timestamps. One `activity
+    worker enrichment` process runs under a topic prefix of its own; with
+    `idle_agent`, the agent that does nothing runs instead, and each record it
+    produces counts the events of one batch.
     """
+    command = IDLE_AGENT_COMMAND if idle_agent else WORKER_COMMAND
+    group_name = "bench-idle-agent" if idle_agent else "activity-enrichment"
     settings = RelaySettings(topic_prefix=f"bench-enrichment-{uuid4().hex[:8]}.")
     create_pipeline_topics(settings)
     bootstrap = settings.kafka_bootstrap_servers
@@ -359,14 +417,7 @@ def measure_through_faust(
         "ACTIVITY_ENRICHMENT_BATCH_SIZE": str(batch_size),
         "ACTIVITY_FAUST_DATA_DIR": str(work_dir / "faust"),
     }
-    log_path = work_dir / "enrichment-worker.log"
-    with open(log_path, "ab") as log_file:
-        worker = subprocess.Popen(
-            [*WORKER_COMMAND, "--log-level", "warning"],
-            env=environment,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    _produce_events(bootstrap, settings.topic_prefix + EVENTS_TOPIC, documents)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -375,29 +426,38 @@ def measure_through_faust(
             "enable.auto.commit": False,
         }
     )
+    consumer.subscribe([settings.topic_prefix + DELIVERIES_TOPIC])
+    _wait_for(lambda: _joined(consumer), WORKER_READY_TIMEOUT_S, "reader start")
+    log_path = work_dir / f"{group_name}.log"
+    with open(log_path, "ab") as log_file:
+        worker = subprocess.Popen(
+            [*command, *(["--loglevel", "warn"] if idle_agent else ["--log-level", "warning"])],
+            env=environment,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     try:
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        group = f"{settings.topic_prefix}activity-enrichment"
+        group = f"{settings.topic_prefix}{group_name}"
         _wait_for(lambda: _group_ready(admin, group), WORKER_READY_TIMEOUT_S, "worker start")
-        consumer.subscribe([settings.topic_prefix + DELIVERIES_TOPIC])
 
-        started = time.perf_counter()
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-        for document in documents:
-            producer.produce(settings.topic_prefix + EVENTS_TOPIC, value=document)
-            producer.poll(0)
-        producer.flush(60)
+        arrivals: list[tuple[int, int]] = []
+        """(Kafka timestamp in ms, activities) of each output record."""
         delivered = 0
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while delivered < len(documents) and time.monotonic() < deadline:
-            delivered += len(consumer.consume(1000, timeout=0.5))
-        elapsed = time.perf_counter() - started
+            for record in consumer.consume(1000, timeout=READER_POLL_S):
+                if record.error():
+                    continue
+                activities = int(record.value()) if idle_agent else 1
+                arrivals.append((record.timestamp()[1], activities))
+                delivered += activities
         if delivered < len(documents):
             raise TimeoutError(
                 f"only {delivered} of {len(documents)} deliveries within {DRAIN_TIMEOUT_S:.0f} s; "
                 f"see {log_path}"
             )
-        return len(documents) / elapsed
+        return _steady_rate(arrivals)
     finally:
         consumer.close()
         worker.terminate()

@@ -1,31 +1,43 @@
 """The enrichment agent: turns each activity event into a delivery and an audit record.
 
-A batch of events (`stream.take_events`) is resolved with a handful of
+A batch of events (`stream.noack_take`) is resolved with a handful of
 set-based queries against cached reference data; each event then yields one
 record on the deliveries topic and one on the audit topic, both keyed like
 the input and carrying the event id in the `ce_id` header. A record that
 cannot be decoded or resolved goes to the dead-letter topic with its reason,
-and the stream moves on. Faust commits a batch's offsets only after this
-agent has waited for Kafka to acknowledge every output of the batch, so a
-crash re-processes a batch and never skips one.
+and the stream moves on.
+
+Batches overlap by one: while Kafka acknowledges the records of one batch,
+the agent resolves the next. A batch's events are acknowledged to Faust, so
+their offsets committed, only after Kafka acknowledged every record of that
+batch and of the batches before it, so a crash re-processes a batch and never
+skips one.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
+from typing import TypeVar
 
 import asyncpg
 import faust
 import structlog
 from activity_schemas import ActivityEvent, AuditRecord, Delivery
-from activity_schemas.topics import AUDIT_TOPIC, DELIVERIES_TOPIC
-from faust.types import EventT, RecordMetadata
+from activity_schemas.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, DELIVERIES_TOPIC
+from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
-from activity_streams.app import app, dead_letter_topic, events_topic, settings
+from activity_streams.app import app, events_topic, settings
 from activity_streams.errors import ReferenceDataError
+from activity_streams.output import (
+    MAX_RECORD_BYTES,
+    OutputProducer,
+    OutputRecord,
+    output_config,
+)
 from activity_streams.reference import ReferenceStore
 from activity_streams.resolution import (
     BatchResolver,
@@ -37,19 +49,24 @@ from activity_streams.watchers import Rules
 
 __all__ = ["enrich"]
 
+_T = TypeVar("_T")
+
 log = structlog.get_logger(__name__)
 
 POOL_SIZE = 4
 """Database connections per worker: the batch's two concurrent queries, with room to spare."""
 
-MAX_OUTPUT_BACKOFF_S = 30.0
-"""Maximum pause in seconds between attempts to produce a batch's outputs while Kafka fails."""
+MAX_RETRY_BACKOFF_S = 30.0
+"""Maximum pause in seconds between attempts at a batch while PostgreSQL or Kafka fails."""
+
+STOP_WAIT_S = 30.0
+"""How long a stopping agent waits for the records of its last batch to be acknowledged."""
 
 MAX_REASON_LENGTH = 500
 """Maximum dead-letter reason header length in characters; validation errors run long."""
 
 
-def _dead_letter(event: EventT, reason: str) -> Awaitable[Awaitable[RecordMetadata]]:
+def _dead_letter(event: EventT, reason: str) -> OutputRecord:
     log.error(
         "event_dead_lettered",
         topic=event.message.topic,
@@ -57,26 +74,16 @@ def _dead_letter(event: EventT, reason: str) -> Awaitable[Awaitable[RecordMetada
         offset=event.message.offset,
         reason=reason,
     )
-    return dead_letter_topic.send(
-        key=event.key,
-        value=event.value,
-        headers={
-            "dead_letter_reason": reason[:MAX_REASON_LENGTH].encode(),
-            "dead_letter_source": f"{event.message.topic}:{event.message.partition}".encode(),
-            "dead_letter_offset": str(event.message.offset).encode(),
-        },
+    return OutputRecord(
+        settings.topic(DEAD_LETTER_TOPIC),
+        event.key,
+        event.value,
+        [
+            ("dead_letter_reason", reason[:MAX_REASON_LENGTH].encode()),
+            ("dead_letter_source", f"{event.message.topic}:{event.message.partition}".encode()),
+            ("dead_letter_offset", str(event.message.offset).encode()),
+        ],
     )
-
-
-async def _produce(
-    topic: str, key: bytes | None, value: str, headers: list[tuple[str, bytes]]
-) -> Awaitable[RecordMetadata]:
-    """Hand one record to the worker's Kafka producer; return the future of its acknowledgement.
-
-    It calls the producer directly, not `Topic.send`: skipping Faust's send path
-    tripled the worker's end-to-end rate in `activity bench enrichment --through-faust`.
-    """
-    return await app.producer.send(settings.topic(topic), key, value.encode(), None, None, headers)
 
 
 def _decode(event: EventT) -> ActivityEvent | str:
@@ -121,7 +128,7 @@ async def _resolve_with_retries(
     return [Unresolvable(reason) for _ in activities]
 
 
-def _cloudevents_headers(activity: ActivityEvent) -> list[tuple[str, bytes]]:
+def _cloudevents_headers(activity: ActivityEvent) -> list[tuple[str, str | bytes | None]]:
     """Return the CloudEvents binary-mode headers the relay also puts on the events topic."""
     return [
         ("ce_specversion", b"1.0"),
@@ -134,25 +141,27 @@ def _cloudevents_headers(activity: ActivityEvent) -> list[tuple[str, bytes]]:
     ]
 
 
-async def _enrich_batch(
+async def _build_outputs(
     resolver: BatchResolver, pool: asyncpg.Pool, batch: Sequence[EventT]
-) -> int:
-    pending: list[Awaitable[RecordMetadata]] = []
+) -> list[OutputRecord]:
+    """Decode, resolve and encode a batch: its deliveries, audit records and dead letters."""
+    records: list[OutputRecord] = []
     decoded: list[tuple[EventT, ActivityEvent]] = []
     for event in batch:
         activity = _decode(event)
         if isinstance(activity, str):
-            pending.append(await _dead_letter(event, activity))
+            records.append(_dead_letter(event, activity))
             continue
         decoded.append((event, activity))
 
     outcomes = await _resolve_with_retries(resolver, pool, [a for _, a in decoded])
 
     processed_at = datetime.now(UTC)
-    delivered = 0
+    deliveries_topic = settings.topic(DELIVERIES_TOPIC)
+    audit_topic = settings.topic(AUDIT_TOPIC)
     for (event, activity), outcome in zip(decoded, outcomes, strict=True):
         if isinstance(outcome, Unresolvable):
-            pending.append(await _dead_letter(event, outcome.reason))
+            records.append(_dead_letter(event, outcome.reason))
             continue
         audit = AuditRecord.model_construct(
             event=activity,
@@ -160,38 +169,65 @@ async def _enrich_batch(
             processed_at=processed_at,
         )
         headers = _cloudevents_headers(activity)
-        delivery_json = outcome.model_dump_json()
-        pending.append(await _produce(DELIVERIES_TOPIC, event.key, delivery_json, headers))
-        pending.append(await _produce(AUDIT_TOPIC, event.key, audit.model_dump_json(), headers))
-        delivered += 1
+        outputs = (
+            OutputRecord(deliveries_topic, event.key, outcome.model_dump_json().encode(), headers),
+            OutputRecord(audit_topic, event.key, audit.model_dump_json().encode(), headers),
+        )
+        oversize = max(output.size for output in outputs)
+        if oversize > MAX_RECORD_BYTES:
+            reason = (
+                f"its delivery or audit record has {oversize:,} bytes, more than Kafka accepts "
+                f"({MAX_RECORD_BYTES:,}); trim the payload or the watchers of the resource"
+            )
+            records.append(_dead_letter(event, reason))
+            continue
+        records.extend(outputs)
+    return records
 
-    # Faust acks the batch's offsets when this agent requests the next batch, so every
-    # output must be acknowledged by Kafka before that.
-    await asyncio.gather(*pending)
-    return delivered
 
+async def _with_retries(step: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
+    """Run `attempt` until it succeeds, backing off; a batch is never skipped.
 
-async def _enrich_until_produced(
-    resolver: BatchResolver, pool: asyncpg.Pool, batch: Sequence[EventT]
-) -> int:
-    """Enrich a batch, trying again until its outputs are produced; never skip a batch.
-
-    Outputs are idempotent on the event id, so a batch produced twice is harmless.
+    Every output is idempotent on the event id, so a batch done twice is harmless.
     """
     backoff_s = settings.enrichment_retry_backoff_s
     while True:
         try:
-            return await _enrich_batch(resolver, pool, batch)
+            return await attempt()
         except Exception as exc:
             log.error(
-                "batch_outputs_failed",
-                events=len(batch),
+                "batch_step_failed",
+                step=step,
                 error_type=type(exc).__name__,
                 error=str(exc),
                 retry_in_s=backoff_s,
             )
             await asyncio.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, MAX_OUTPUT_BACKOFF_S)
+            backoff_s = min(backoff_s * 2, MAX_RETRY_BACKOFF_S)
+
+
+async def _send_then_ack(
+    stream: StreamT[bytes],
+    output: OutputProducer,
+    batch: Sequence[EventT],
+    records: Sequence[OutputRecord],
+) -> None:
+    """Send a batch's records until Kafka acknowledged them all, then ack its events to Faust."""
+    await _with_retries("send", partial(output.send, records))
+
+    for event in batch:
+        await stream.ack(event)
+    log.debug("batch_enriched", events=len(batch), records=len(records))
+
+
+async def _finish(in_flight: asyncio.Task[None] | None) -> None:
+    """Let the last batch's records be acknowledged; its events are re-processed otherwise."""
+    if in_flight is None:
+        return
+    done, _ = await asyncio.wait([in_flight], timeout=STOP_WAIT_S)
+    if not done:
+        in_flight.cancel()
+        log.warning("last_batch_unacknowledged_at_stop", wait_s=STOP_WAIT_S)
 
 
 @app.agent(events_topic)
@@ -203,13 +239,20 @@ async def enrich(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
     rules = Rules(settings.mutation_actions, settings.critical_actions)
     resolver = BatchResolver(ReferenceStore(pool, settings.reference_cache_ttl_s), rules)
     heap = HeapPolicy()
+    output = OutputProducer(output_config(settings.kafka_bootstrap_servers))
+    output.start()
+    in_flight: asyncio.Task[None] | None = None
     try:
-        async for batch in stream.take_events(
+        async for batch in stream.noack_take(
             settings.enrichment_batch_size, within=settings.enrichment_batch_window_s
         ):
-            delivered = await _enrich_until_produced(resolver, pool, batch)
-            log.debug("batch_enriched", events=len(batch), delivered=delivered)
+            records = await _with_retries("resolve", partial(_build_outputs, resolver, pool, batch))
+            if in_flight is not None:
+                await in_flight
+            in_flight = asyncio.create_task(_send_then_ack(stream, output, batch, records))
             heap.after_batch()
-            yield delivered
+            yield len(batch)
     finally:
+        await _finish(in_flight)
+        output.close()
         await pool.close()
