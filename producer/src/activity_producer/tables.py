@@ -4,7 +4,9 @@ The activity and outbox tables are written inside the caller's transaction.
 The enrichment agent reads the reference tables (resources, role bindings,
 subscriptions, notification preferences) to find an activity's watchers. A
 host platform may replace the first three with views of the same columns, and
-`check_reference_relations` verifies such views.
+`check_reference_relations` verifies such views. Triggers keep a per-tenant
+version of the reference data in `reference_versions`, which the enrichment
+workers compare to decide what cached data to forget.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "InboxNotification",
     "NotificationPreference",
     "OutboxMessage",
+    "ReferenceVersion",
     "Resource",
     "RoleBinding",
     "Subscription",
@@ -247,6 +250,20 @@ class TenantNotificationDefault(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=text("now()")
     )
+
+
+class ReferenceVersion(Base):
+    """A tenant's reference-data version, bumped by triggers. No row means version 0.
+
+    Migration 0004 bumps it on every insert, update and delete of role bindings,
+    subscriptions, preferences and tenant defaults, and on resource moves, owner
+    changes and deletes, once per statement and tenant.
+    """
+
+    __tablename__ = "reference_versions"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 REPLACEABLE_TABLES = ("resources", "role_bindings", "subscriptions")

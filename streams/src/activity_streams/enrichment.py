@@ -233,8 +233,6 @@ async def _finish(in_flight: asyncio.Task[None] | None) -> None:
 @app.agent(events_topic)
 async def enrich(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
     """Resolve each batch of activity events and produce deliveries and audit records."""
-    # TODO: a worker invalidates its cache only from the partitions it consumes; changes
-    # announced on another worker's partitions reach it within `reference_cache_ttl_s`.
     pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=POOL_SIZE)
     rules = Rules(settings.mutation_actions, settings.critical_actions)
     resolver = BatchResolver(ReferenceStore(pool, settings.reference_cache_ttl_s), rules)

@@ -8,10 +8,16 @@ Every query is keyed by (tenant, resource) or (tenant, principal), so no
 lookup crosses tenants.
 
 With a cache lifetime above zero, the store keeps what it loaded between
-batches and queries only what is missing. `invalidate()` forgets what the
-pipeline's own `resource.*`, `role_binding.*`, `subscription.*` and
-`preference.*` activities changed, before the batch that carries them is
-resolved.
+batches and queries only what is missing, after one more round trip that
+opens every batch: the reference-data versions of the batch's tenants, which
+PostgreSQL triggers bump on every change (`reference_versions`, no row means
+version 0). A tenant whose version moved since the store last looked is
+forgotten whole, so a change committed anywhere reaches every worker in its
+next batch. A batch therefore costs one round trip when everything is cached
+and four when nothing is (plus the chain query's repeats, `MAX_CHAIN_ROUNDS`).
+`invalidate()` also forgets what the pipeline's own `resource.*`,
+`role_binding.*`, `subscription.*` and `preference.*` activities changed,
+before the batch that carries them is resolved, without waiting for a query.
 """
 
 from __future__ import annotations
@@ -102,6 +108,12 @@ FROM unnest($1::uuid[], $2::uuid[]) AS q(tenant_id, id)
 JOIN notification_preferences p ON p.tenant_id = q.tenant_id AND p.principal_id = q.id
 """
 
+_VERSIONS = """
+SELECT v.tenant_id, v.version
+FROM reference_versions v
+WHERE v.tenant_id = ANY($1::uuid[])
+"""
+
 _TENANT_DEFAULTS = """
 SELECT d.tenant_id, d.filter_mode, d.custom_actions
 FROM tenant_notification_defaults d
@@ -142,7 +154,8 @@ class ReferenceSnapshot:
     `resources` holds each loaded resource's (parent, owner), or None when it
     does not exist in that tenant; `chains` memoizes the walks up that tree.
     Forgetting one resource row changes every chain through it, so a moved
-    resource moves its descendants too.
+    resource moves its descendants too. `versions` contains the reference-data
+    version of each tenant when its cached data was checked last.
     """
 
     resources: dict[TenantKey, tuple[UUID | None, UUID | None] | None] = field(default_factory=dict)
@@ -155,6 +168,7 @@ class ReferenceSnapshot:
     )
     preferences: dict[TenantKey, Preference] = field(default_factory=dict)
     tenant_defaults: dict[UUID, Preference] = field(default_factory=dict)
+    versions: dict[UUID, int] = field(default_factory=dict)
     created_at: float = field(default_factory=time.monotonic)
     _bound: dict[TenantKey, frozenset[UUID]] = field(default_factory=dict, repr=False)
     _watching: dict[TenantKey, list[tuple[UUID, str]]] = field(default_factory=dict, repr=False)
@@ -163,6 +177,9 @@ class ReferenceSnapshot:
     _loaded_nodes: set[TenantKey] = field(default_factory=set, repr=False)
     _loaded_principals: set[TenantKey] = field(default_factory=set, repr=False)
     _loaded_tenants: set[UUID] = field(default_factory=set, repr=False)
+    _tenant_keys: dict[UUID, set[TenantKey]] = field(
+        default_factory=lambda: defaultdict(set), repr=False
+    )
 
     def watching_bindings(self, tenant_id: UUID, resource_id: UUID) -> list[tuple[UUID, str]]:
         """Return the `owner` and `delegator` bindings on the resource, computed once."""
@@ -268,18 +285,40 @@ class ReferenceSnapshot:
 
     def forget_access(self, tenant_id: UUID) -> None:
         """Forget every subscription and role binding of a tenant."""
-        for key in [k for k in self._loaded_nodes if k[0] == tenant_id]:
-            self._forget_node(key)
+        for key in self._tenant_keys.get(tenant_id, ()):
+            if key in self._loaded_nodes:
+                self._forget_node(key)
 
     def forget_preferences(self, tenant_id: UUID) -> None:
         """Forget every preference of a tenant, and its default."""
-        for key in [k for k in self._loaded_principals if k[0] == tenant_id]:
+        for key in self._tenant_keys.get(tenant_id, ()):
             self._loaded_principals.discard(key)
             self.preferences.pop(key, None)
-        for key in [k for k in self._candidates_loaded if k[0] == tenant_id]:
             self._candidates_loaded.discard(key)
         self._loaded_tenants.discard(tenant_id)
         self.tenant_defaults.pop(tenant_id, None)
+
+    def forget_tenants(self, tenants: Iterable[UUID]) -> None:
+        """Forget everything cached of `tenants`: resource rows, chains, access, preferences."""
+        for tenant_id in tenants:
+            for key in self._tenant_keys.pop(tenant_id, ()):
+                self.resources.pop(key, None)
+                self.chains.pop(key, None)
+                self._forget_node(key)
+                self._loaded_principals.discard(key)
+                self.preferences.pop(key, None)
+            self._loaded_tenants.discard(tenant_id)
+            self.tenant_defaults.pop(tenant_id, None)
+
+    def track(self, keys: Iterable[TenantKey]) -> None:
+        """Index cached keys by tenant, so that forgetting a tenant touches only its own keys.
+
+        Every key of `resources`, `_loaded_nodes` and `_loaded_principals` is
+        indexed when loaded; `chains` and the derived caches use the same keys.
+        """
+        index = self._tenant_keys
+        for key in keys:
+            index[key[0]].add(key)
 
     def _forget_node(self, key: TenantKey) -> None:
         self._loaded_nodes.discard(key)
@@ -308,7 +347,8 @@ class ReferenceStore:
     """Reads reference data for batches of activities through an asyncpg pool.
 
     With `cache_ttl_s` above zero, data loaded for one batch serves the next
-    ones until `invalidate()` forgets it or it is `cache_ttl_s` seconds old.
+    ones until its tenant's version in `reference_versions` moves, `invalidate()`
+    forgets it, or it is `cache_ttl_s` seconds old.
     """
 
     def __init__(self, pool: asyncpg.Pool, cache_ttl_s: float = 0.0) -> None:
@@ -344,6 +384,9 @@ class ReferenceStore:
         """Load chains of `resources`, and bindings also on `extra_resources` (chat channels)."""
         snapshot = self._snapshot()
         extra = extra_resources or set()
+
+        if self._cache_ttl_s > 0:
+            await self._forget_changed_tenants(snapshot, {t for t, _ in resources | extra})
 
         missing_chains = {key for key in resources if not snapshot.is_loaded(*key)}
         for _ in range(MAX_CHAIN_ROUNDS):
@@ -381,15 +424,37 @@ class ReferenceStore:
             self._cache = ReferenceSnapshot()
         return self._cache
 
+    async def _forget_changed_tenants(
+        self, snapshot: ReferenceSnapshot, tenants: set[UUID]
+    ) -> None:
+        """Read the tenants' versions, forget those that moved, and remember the new ones."""
+        if not tenants:
+            return
+        rows = await self._query(_VERSIONS, list(tenants))
+        current = dict.fromkeys(tenants, 0)
+        current.update((row["tenant_id"], row["version"]) for row in rows)
+
+        changed = {
+            tenant_id
+            for tenant_id, version in current.items()
+            if snapshot.versions.get(tenant_id, version) != version
+        }
+        snapshot.forget_tenants(changed)
+        snapshot.versions.update(current)
+        if changed:
+            log.debug("reference_cache_tenants_forgotten", tenants=len(changed))
+
     async def _load_chains(self, snapshot: ReferenceSnapshot, keys: set[TenantKey]) -> None:
         rows = await self._fetch(_CHAINS, keys)
         for key in keys:
             snapshot.resources[key] = None
+        loaded: list[TenantKey] = []
         for row in rows:
-            snapshot.resources[(row["tenant_id"], row["id"])] = (
-                row["parent_id"],
-                row["owner_principal_id"],
-            )
+            key = (row["tenant_id"], row["id"])
+            snapshot.resources[key] = (row["parent_id"], row["owner_principal_id"])
+            loaded.append(key)
+        snapshot.track(keys)
+        snapshot.track(loaded)
 
     async def _load_access(self, snapshot: ReferenceSnapshot, keys: set[TenantKey]) -> None:
         subscription_rows, binding_rows = await asyncio.gather(
@@ -398,6 +463,7 @@ class ReferenceStore:
         for key in keys:
             snapshot._forget_node(key)
             snapshot._loaded_nodes.add(key)
+        snapshot.track(keys)
         for row in subscription_rows:
             snapshot.subscriptions[(row["tenant_id"], row["resource_id"])].append(
                 (row["principal_id"], row["scope"])
@@ -414,6 +480,7 @@ class ReferenceStore:
             self._fetch(_PREFERENCES, principals), self._fetch_defaults(tenants)
         )
         snapshot._loaded_principals |= principals
+        snapshot.track(principals)
         snapshot._loaded_tenants |= tenants
         for row in preference_rows:
             snapshot.preferences[(row["tenant_id"], row["principal_id"])] = _preference(row)

@@ -82,8 +82,10 @@ class StreamsSettings(ActivitySettings):
         default=30.0,
         ge=0,
         description=(
-            "Seconds cached reference data lives at most; it bounds staleness after a change "
-            "that no activity announced. 0 turns the cache off."
+            "Seconds cached reference data lives at most. A change to the reference tables "
+            "reaches every worker's next batch through the tenant's version in "
+            "`reference_versions`; this lifetime is the backstop for changes no trigger sees "
+            "(a host platform's own tables, TRUNCATE). 0 turns the cache off."
         ),
     )
     enrichment_max_attempts: int = Field(
