@@ -1,4 +1,4 @@
-"""The Faust app of the enrichment worker and its topics.
+"""The Faust app of the enrichment worker and the topic its agent reads.
 
 `activity worker enrichment` runs it; `faust -A activity_streams.app worker`
 does too. Settings come from `ACTIVITY_*` environment variables.
@@ -9,17 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import faust
-from activity_schemas.topics import (
-    AUDIT_TOPIC,
-    DEAD_LETTER_TOPIC,
-    DELIVERIES_TOPIC,
-    EVENTS_TOPIC,
-)
+from activity_schemas.topics import EVENTS_TOPIC
 
 from activity_streams.observability import install_web_endpoints
 from activity_streams.settings import StreamsSettings
 
-__all__ = ["app", "audit_topic", "create_app", "dead_letter_topic", "deliveries_topic", "settings"]
+__all__ = ["app", "create_app", "events_topic", "settings"]
 
 
 def create_app(app_id: str, settings: StreamsSettings, web_port: int) -> faust.App:
@@ -48,11 +43,6 @@ app = create_app("activity-enrichment", settings, settings.enrichment_web_port)
 install_web_endpoints(app)
 
 events_topic = app.topic(settings.topic(EVENTS_TOPIC), partitions=settings.topic_partitions)
-deliveries_topic = app.topic(settings.topic(DELIVERIES_TOPIC), partitions=settings.topic_partitions)
-audit_topic = app.topic(settings.topic(AUDIT_TOPIC), partitions=settings.topic_partitions)
-dead_letter_topic = app.topic(
-    settings.topic(DEAD_LETTER_TOPIC), partitions=settings.topic_partitions
-)
 
-# Registers the agent on `app`; imported last because it needs the topics above.
+# Registers the agent on `app`; imported last because it needs the topic above.
 from activity_streams import enrichment  # noqa: E402, F401
