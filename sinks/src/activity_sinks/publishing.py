@@ -1,50 +1,42 @@
 """The publishing agent: delivers each batch of deliveries to Centrifugo, then records receipts.
 
-The agent reads the deliveries topic without automatic acknowledgements and
-hands each delivery to the lane of its partition (`activity_sinks.lanes`).
-Each lane processes its partition's batches in offset order, so a partition
-whose batch is slow (Centrifugo retries, a database stall) holds back only
-itself; the lanes share one `cent` client, one asyncpg pool and the
-dead-letter topic through `SinkResources`. Faust's `isolated_partitions=True`
-would give each partition its own actor, but faust-streaming 0.15.3 crashes
-with it when a second worker joins the group (`MaxRestartsExceeded` after the
-rebalance cancels the actors).
+One actor per worker handles the batches of every partition assigned to it,
+through one `cent` client, one asyncpg pool and the dead-letter topic held by
+`SinkResources`. Faust's `isolated_partitions=True` would give each partition
+its own actor, but faust-streaming 0.15.3 crashes with it when a second
+worker joins the group (`MaxRestartsExceeded` after the rebalance cancels the
+actors), so scaling out across workers wins here.
 
-A delivery is acknowledged only after two steps. First
-`DeliveryProcessor.process` returned: Centrifugo accepted its publishes, or
-its rejected channels went to the dead-letter topic. Then its receipt or dead
-letter went to the producer, which Faust flushes before it commits an offset.
-A restart or rebalance re-sends at most the unacknowledged deliveries, and
-the idempotency keys absorb the repeats.
+A batch's offsets are acknowledged only after `DeliveryProcessor.process`
+returned, that is after Centrifugo accepted its publishes or its rejected
+channels went to the dead-letter topic: a restart re-sends at most the
+uncommitted batches, and the idempotency keys absorb the repeats.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import cast
 
 import asyncpg
 import faust
 import structlog
 from activity_schemas.topics import DEAD_LETTER_TOPIC
-from faust.types import EventT
 
 from activity_sinks.access import AccessChecker
 from activity_sinks.app import app, deliveries_topic, receipts_topic, settings
 from activity_sinks.centrifugo import CentrifugoPublisher
 from activity_sinks.delivering import BatchOutcome, DeliveryProcessor, SourceRecord
 from activity_sinks.inbox import InboxWriter
-from activity_sinks.lanes import PartitionLanes, RebalanceSensor
 
-__all__ = ["SinkResources", "dead_letter_topic", "publish_deliveries", "rebalance_sensor"]
+__all__ = ["SinkResources", "dead_letter_topic", "publish_deliveries"]
 
 log = structlog.get_logger(__name__)
 
 POOL_SIZE = 4
-"""Database connections shared by the lanes, because each batch uses one for a few ms."""
+"""Database connections shared by the actors, because each batch uses one for a few ms."""
 
 BATCH_RETRY_MAX_DELAY_S = 5.0
 """Maximum wait before a batch whose processing failed (database down) is processed again."""
@@ -55,27 +47,11 @@ dead_letter_topic = app.topic(
     settings.topic(DEAD_LETTER_TOPIC), partitions=settings.topic_partitions
 )
 
-rebalance_sensor = RebalanceSensor()
-"""Stops the lanes as soon as a rebalance starts; added before the worker starts its sensors."""
-app.sensors.add(rebalance_sensor)
-
-
-def _settings_publisher() -> CentrifugoPublisher:
-    return CentrifugoPublisher(
-        settings.centrifugo_api_url,
-        settings.centrifugo_api_key.get_secret_value(),
-        settings.centrifugo_timeout_s,
-        settings.centrifugo_retry_budget_s,
-    )
-
 
 class SinkResources:
-    """The client, pool and processor that every lane of the agent shares; reference-counted."""
+    """The client, pool and processor that every actor of the agent shares; reference-counted."""
 
-    def __init__(
-        self, publisher_factory: Callable[[], CentrifugoPublisher] = _settings_publisher
-    ) -> None:
-        self._publisher_factory = publisher_factory
+    def __init__(self) -> None:
         self._lock = asyncio.Lock()
         self._leases = 0
         self._pool: asyncpg.Pool | None = None
@@ -84,7 +60,12 @@ class SinkResources:
 
     async def _open(self) -> DeliveryProcessor:
         self._pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=POOL_SIZE)
-        self._publisher = self._publisher_factory()
+        self._publisher = CentrifugoPublisher(
+            settings.centrifugo_api_url,
+            settings.centrifugo_api_key.get_secret_value(),
+            settings.centrifugo_timeout_s,
+            settings.centrifugo_retry_budget_s,
+        )
         await self._publisher.start()
         return DeliveryProcessor(
             self._publisher,
@@ -126,7 +107,8 @@ async def _process_until_done(
 ) -> BatchOutcome:
     """Process a batch, waiting out database failures, so its offsets are never acknowledged early.
 
-    Only the batch's own partition waits: the other partitions have lanes of their own.
+    TODO: the other partitions of this worker wait too; give each partition its own
+    actor once Faust's isolated partitions survive a rebalance with several workers.
     """
     attempt = 0
     while True:
@@ -149,57 +131,37 @@ async def _process_until_done(
             await asyncio.sleep(delay)
 
 
-async def _publish_batch(processor: DeliveryProcessor, events: Sequence[EventT[bytes]]) -> None:
-    """Deliver one partition's batch, then hand its dead letters and receipts to the producer."""
-    records = [
-        SourceRecord(
-            key=event.key,
-            value=event.value,
-            topic=event.message.topic,
-            partition=event.message.partition,
-            offset=event.message.offset,
-        )
-        for event in events
-    ]
-    started = time.perf_counter()
-
-    outcome = await _process_until_done(processor, records)
-
-    for letter in outcome.dead_letters:
-        await dead_letter_topic.send(
-            key=letter.source.key, value=letter.value, headers=letter.headers()
-        )
-    for key, receipt in outcome.receipts:
-        await receipts_topic.send(key=key, value=receipt.model_dump_json().encode())
-    log.debug(
-        "deliveries_published",
-        topic=records[0].topic,
-        partition=records[0].partition,
-        deliveries=len(records),
-        receipts=len(outcome.receipts),
-        dead_letters=len(outcome.dead_letters),
-        recipients_dropped=outcome.recipients_dropped,
-        elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
-    )
-
-
 @app.agent(deliveries_topic)
-async def publish_deliveries(stream: faust.StreamT[bytes]) -> None:
-    """Route each delivery to its partition's lane, which publishes it and acknowledges it."""
+async def publish_deliveries(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
+    """Deliver each batch of deliveries; produce receipts and dead letters."""
     async with resources.lease() as processor:
-
-        async def handle(events: Sequence[EventT[bytes]]) -> None:
-            await _publish_batch(processor, events)
-
-        lanes = PartitionLanes(app, rebalance_sensor, handle, stream.ack, settings.sink_batch_size)
-        await lanes.start()
-        try:
-            async for events in stream.noack_take(
-                settings.sink_batch_size, within=settings.sink_batch_window_s
-            ):
-                lanes.dispatch(cast(Sequence[EventT[bytes]], events))
-                # Hold no event between batches: Faust waits for unacknowledged events
-                # to be released when a rebalance starts.
-                del events
-        finally:
-            await lanes.stop()
+        async for batch in stream.take_events(
+            settings.sink_batch_size, within=settings.sink_batch_window_s
+        ):
+            records = [
+                SourceRecord(
+                    key=event.key,
+                    value=event.value,
+                    topic=event.message.topic,
+                    partition=event.message.partition,
+                    offset=event.message.offset,
+                )
+                for event in batch
+            ]
+            started = time.perf_counter()
+            outcome = await _process_until_done(processor, records)
+            for letter in outcome.dead_letters:
+                await dead_letter_topic.send(
+                    key=letter.source.key, value=letter.value, headers=letter.headers()
+                )
+            for key, receipt in outcome.receipts:
+                await receipts_topic.send(key=key, value=receipt.model_dump_json().encode())
+            log.debug(
+                "deliveries_published",
+                deliveries=len(records),
+                receipts=len(outcome.receipts),
+                dead_letters=len(outcome.dead_letters),
+                recipients_dropped=outcome.recipients_dropped,
+                elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+            yield len(records)
