@@ -1,42 +1,54 @@
 """The publishing agent: delivers each batch of deliveries to Centrifugo, then records receipts.
 
-One actor per worker handles the batches of every partition assigned to it,
-through one `cent` client, one asyncpg pool and the dead-letter topic held by
-`SinkResources`. Faust's `isolated_partitions=True` would give each partition
-its own actor, but faust-streaming 0.15.3 crashes with it when a second
-worker joins the group (`MaxRestartsExceeded` after the rebalance cancels the
-actors), so scaling out across workers wins here.
+The agent reads the deliveries topic without automatic acknowledgements and
+hands each delivery to the lane of its partition (`activity_sinks.lanes`).
+Each lane processes its partition's batches in offset order. The idle lanes
+share a batch, so one `DeliveryProcessor.process` call serves several
+partitions. A shared batch that is slow (Centrifugo retries, a database
+stall) is split into one batch per lane, so a slow partition holds back the
+others for at most `SPLIT_AFTER_S`. The lanes use one `cent` client, one
+asyncpg pool and the dead-letter topic through `SinkResources`. Faust's
+`isolated_partitions=True` would give each partition its own actor, but
+faust-streaming 0.15.3 crashes with it when a second worker joins the group
+(`MaxRestartsExceeded` after the rebalance cancels the actors).
 
-A batch's offsets are acknowledged only after `DeliveryProcessor.process`
-returned, that is after Centrifugo accepted its publishes or its rejected
-channels went to the dead-letter topic: a restart re-sends at most the
-uncommitted batches, and the idempotency keys absorb the repeats.
+A delivery is acknowledged only after two steps. First
+`DeliveryProcessor.process` returned: Centrifugo accepted its publishes, or
+its rejected channels went to the dead-letter topic. Then its receipt or dead
+letter went to the producer, which Faust flushes before it commits an offset.
+A restart or rebalance re-sends at most the unacknowledged deliveries, and
+the idempotency keys absorb the repeats.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import cast
 
 import asyncpg
 import faust
 import structlog
 from activity_schemas.topics import DEAD_LETTER_TOPIC
+from faust.types import EventT
 
 from activity_sinks.access import AccessChecker
 from activity_sinks.app import app, deliveries_topic, receipts_topic, settings
 from activity_sinks.centrifugo import CentrifugoPublisher
 from activity_sinks.delivering import BatchOutcome, DeliveryProcessor, SourceRecord
 from activity_sinks.inbox import InboxWriter
+from activity_sinks.lanes import PartitionLanes, RebalanceSensor
 
-__all__ = ["SinkResources", "dead_letter_topic", "publish_deliveries"]
+__all__ = ["SinkResources", "dead_letter_topic", "publish_deliveries", "rebalance_sensor"]
 
 log = structlog.get_logger(__name__)
 
 POOL_SIZE = 4
-"""Database connections shared by the actors, because each batch uses one for a few ms."""
+"""Database connections shared by the lanes, because each batch uses one for a few ms."""
 
 BATCH_RETRY_MAX_DELAY_S = 5.0
 """Maximum wait before a batch whose processing failed (database down) is processed again."""
@@ -47,11 +59,27 @@ dead_letter_topic = app.topic(
     settings.topic(DEAD_LETTER_TOPIC), partitions=settings.topic_partitions
 )
 
+rebalance_sensor = RebalanceSensor()
+"""Stops the lanes as soon as a rebalance starts; added before the worker starts its sensors."""
+app.sensors.add(rebalance_sensor)
+
+
+def _settings_publisher() -> CentrifugoPublisher:
+    return CentrifugoPublisher(
+        settings.centrifugo_api_url,
+        settings.centrifugo_api_key.get_secret_value(),
+        settings.centrifugo_timeout_s,
+        settings.centrifugo_retry_budget_s,
+    )
+
 
 class SinkResources:
-    """The client, pool and processor that every actor of the agent shares; reference-counted."""
+    """The client, pool and processor that every lane of the agent shares; reference-counted."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, publisher_factory: Callable[[], CentrifugoPublisher] = _settings_publisher
+    ) -> None:
+        self._publisher_factory = publisher_factory
         self._lock = asyncio.Lock()
         self._leases = 0
         self._pool: asyncpg.Pool | None = None
@@ -60,12 +88,7 @@ class SinkResources:
 
     async def _open(self) -> DeliveryProcessor:
         self._pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=POOL_SIZE)
-        self._publisher = CentrifugoPublisher(
-            settings.centrifugo_api_url,
-            settings.centrifugo_api_key.get_secret_value(),
-            settings.centrifugo_timeout_s,
-            settings.centrifugo_retry_budget_s,
-        )
+        self._publisher = self._publisher_factory()
         await self._publisher.start()
         return DeliveryProcessor(
             self._publisher,
@@ -107,8 +130,8 @@ async def _process_until_done(
 ) -> BatchOutcome:
     """Process a batch, waiting out database failures, so its offsets are never acknowledged early.
 
-    TODO: the other partitions of this worker wait too; give each partition its own
-    actor once Faust's isolated partitions survive a rebalance with several workers.
+    The lanes split a shared batch that waits here for long (`SPLIT_AFTER_S`), so that in
+    the end only the partitions whose batches keep failing wait.
     """
     attempt = 0
     while True:
@@ -131,37 +154,99 @@ async def _process_until_done(
             await asyncio.sleep(delay)
 
 
+@dataclass(frozen=True)
+class _ProcessedBatch:
+    """A processed batch on its way to the producer: its records, outcome and start time."""
+
+    records: list[SourceRecord]
+    outcome: BatchOutcome
+    started: float
+
+
+async def _process_batch(
+    processor: DeliveryProcessor, events: Sequence[EventT[bytes]]
+) -> _ProcessedBatch:
+    """Deliver a batch of one or more partitions' deliveries to Centrifugo."""
+    records = [
+        SourceRecord(
+            key=event.key,
+            value=event.value,
+            topic=event.message.topic,
+            partition=event.message.partition,
+            offset=event.message.offset,
+        )
+        for event in events
+    ]
+    started = time.perf_counter()
+
+    outcome = await _process_until_done(processor, records)
+    return _ProcessedBatch(records, outcome, started)
+
+
+_OutgoingRecord = tuple[faust.TopicT, bytes, dict[str, bytes] | None]
+"""A record for the producer: its topic, value and headers."""
+
+_DEAD_LETTERS = "dead_letters"
+_RECEIPTS = "receipts"
+
+
+async def _send_in_order(key: bytes | None, in_order: list[_OutgoingRecord]) -> None:
+    """Hand the records of one key to the producer one after the other, so their order holds."""
+    for topic, value, headers in in_order:
+        await topic.send(key=key, value=value, headers=headers)
+
+
+async def _produce_outcome(batch: _ProcessedBatch) -> None:
+    """Hand a processed batch's dead letters and receipts to the producer."""
+    outcome = batch.outcome
+    records: dict[tuple[str, bytes | None], list[_OutgoingRecord]] = defaultdict(list)
+    for letter in outcome.dead_letters:
+        records[(_DEAD_LETTERS, letter.source.key)].append(
+            (dead_letter_topic, letter.value, letter.headers())
+        )
+    for key, receipt in outcome.receipts:
+        records[(_RECEIPTS, key)].append((receipts_topic, receipt.model_dump_json().encode(), None))
+
+    # One task per key hands its records over in order, and the tasks run side by side, so
+    # the producer finds most of the batch queued at once and sends it in a few requests.
+    await asyncio.gather(*(_send_in_order(key, in_order) for (_, key), in_order in records.items()))
+
+    log.debug(
+        "deliveries_published",
+        topic=batch.records[0].topic,
+        partitions=len({record.partition for record in batch.records}),
+        deliveries=len(batch.records),
+        receipts=len(outcome.receipts),
+        dead_letters=len(outcome.dead_letters),
+        recipients_dropped=outcome.recipients_dropped,
+        elapsed_ms=round((time.perf_counter() - batch.started) * 1000, 1),
+    )
+
+
 @app.agent(deliveries_topic)
-async def publish_deliveries(stream: faust.StreamT[bytes]) -> AsyncIterator[int]:
-    """Deliver each batch of deliveries; produce receipts and dead letters."""
+async def publish_deliveries(stream: faust.StreamT[bytes]) -> None:
+    """Route each delivery to its partition's lane; the lanes publish and acknowledge it."""
     async with resources.lease() as processor:
-        async for batch in stream.take_events(
-            settings.sink_batch_size, within=settings.sink_batch_window_s
-        ):
-            records = [
-                SourceRecord(
-                    key=event.key,
-                    value=event.value,
-                    topic=event.message.topic,
-                    partition=event.message.partition,
-                    offset=event.message.offset,
-                )
-                for event in batch
-            ]
-            started = time.perf_counter()
-            outcome = await _process_until_done(processor, records)
-            for letter in outcome.dead_letters:
-                await dead_letter_topic.send(
-                    key=letter.source.key, value=letter.value, headers=letter.headers()
-                )
-            for key, receipt in outcome.receipts:
-                await receipts_topic.send(key=key, value=receipt.model_dump_json().encode())
-            log.debug(
-                "deliveries_published",
-                deliveries=len(records),
-                receipts=len(outcome.receipts),
-                dead_letters=len(outcome.dead_letters),
-                recipients_dropped=outcome.recipients_dropped,
-                elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
-            )
-            yield len(records)
+
+        async def process(events: Sequence[EventT[bytes]]) -> _ProcessedBatch:
+            return await _process_batch(processor, events)
+
+        lanes = PartitionLanes(
+            app,
+            rebalance_sensor,
+            process,
+            _produce_outcome,
+            stream.ack,
+            settings.sink_batch_size,
+        )
+        await lanes.start()
+        try:
+            async for events in stream.noack_take(
+                settings.sink_batch_size, within=settings.sink_batch_window_s
+            ):
+                lanes.dispatch(cast(Sequence[EventT[bytes]], events))
+                # Hold no event between batches: Faust waits for unacknowledged events
+                # to be released when a rebalance starts.
+                del events
+        finally:
+            await lanes.stop()
