@@ -13,6 +13,7 @@ from activity_schemas.topics import EVENTS_TOPIC
 
 from activity_streams.observability import install_web_endpoints
 from activity_streams.settings import StreamsSettings
+from activity_streams.transport import Transport
 
 __all__ = ["app", "create_app", "events_topic", "settings"]
 
@@ -22,7 +23,7 @@ def create_app(app_id: str, settings: StreamsSettings, web_port: int) -> faust.A
     app_id = f"{settings.topic_prefix}{app_id}"
     data_dir = Path(settings.faust_data_dir).resolve() / app_id
     data_dir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         app_id,
         broker=f"kafka://{settings.kafka_bootstrap_servers}",
         key_serializer="raw",
@@ -36,6 +37,8 @@ def create_app(app_id: str, settings: StreamsSettings, web_port: int) -> faust.A
         web_bind="127.0.0.1",
         broker_session_timeout=settings.kafka_session_timeout_s,
     )
+    app.transport = Transport(app.conf.broker_consumer, app)
+    return app
 
 
 settings = StreamsSettings()
