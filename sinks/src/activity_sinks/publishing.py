@@ -34,6 +34,7 @@ import asyncpg
 import faust
 import structlog
 from activity_schemas.topics import DEAD_LETTER_TOPIC
+from activity_streams.acks import ack_if_current
 from faust.types import EventT
 
 from activity_sinks.access import AccessChecker
@@ -231,12 +232,15 @@ async def publish_deliveries(stream: faust.StreamT[bytes]) -> None:
         async def process(events: Sequence[EventT[bytes]]) -> _ProcessedBatch:
             return await _process_batch(processor, events)
 
+        async def ack(event: EventT[bytes]) -> bool:
+            return await ack_if_current(app, stream, event)
+
         lanes = PartitionLanes(
             app,
             rebalance_sensor,
             process,
             _produce_outcome,
-            stream.ack,
+            ack,
             settings.sink_batch_size,
         )
         await lanes.start()

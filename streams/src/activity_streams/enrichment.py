@@ -30,6 +30,7 @@ from activity_schemas.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, DELIVERIES_T
 from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
+from activity_streams.acks import ack_if_current
 from activity_streams.app import app, events_topic, settings
 from activity_streams.errors import ReferenceDataError
 from activity_streams.output import (
@@ -212,11 +213,17 @@ async def _send_then_ack(
     batch: Sequence[EventT],
     records: Sequence[OutputRecord],
 ) -> None:
-    """Send a batch's records until Kafka acknowledged them all, then ack its events to Faust."""
+    """Send a batch's records until Kafka acknowledged them all, then ack its events to Faust.
+
+    Events fetched before a rebalance that came meanwhile are not acked: they are read again.
+    """
     await _with_retries("send", partial(output.send, records))
 
+    acked = 0
     for event in batch:
-        await stream.ack(event)
+        acked += await ack_if_current(app, stream, event)
+    if acked < len(batch):
+        log.info("stale_events_left_for_redelivery", events=len(batch) - acked)
     log.debug("batch_enriched", events=len(batch), records=len(records))
 
 
