@@ -26,7 +26,7 @@ def output(relay_settings: RelaySettings) -> Iterator[OutputProducer]:
     producer.close()
 
 
-async def test_send_returns_after_every_record_is_in_the_topic(
+async def test_send_waits_for_every_record(
     output: OutputProducer, relay_settings: RelaySettings
 ) -> None:
     topic = relay_settings.topic_prefix + AUDIT_TOPIC
@@ -50,7 +50,7 @@ async def test_send_returns_after_every_record_is_in_the_topic(
         reader.stop()
 
 
-async def test_send_to_a_missing_topic_raises_output_error_naming_the_fix(
+async def test_send_to_missing_topic_fails(
     output: OutputProducer,
 ) -> None:
     records = [OutputRecord(f"missing-{uuid4().hex}", None, b"{}", [])]

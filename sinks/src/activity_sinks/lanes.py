@@ -5,15 +5,15 @@ hands each event to the lane of its partition. A lane has at most one batch
 in flight and acknowledges its events in offset order once the batch was
 handled, so Faust commits an offset only once its event was handled.
 
-Lanes share their batches while they are healthy: whenever no shared batch
+Lanes share their batches while they are healthy. Whenever no shared batch
 is in flight, one shared batch takes what every idle lane contains (up to one
-batch in all) and is processed with one call, so that the database and
-Centrifugo see a few large batches instead of many small ones. A shared
-batch that takes longer than `SPLIT_AFTER_S`, or fails, is cancelled and
-split: each of its lanes processes its own part again, alone (idempotency
-keys absorb what had gone through). A slow partition (Centrifugo retries, a
-database stall) therefore holds back the others at most `SPLIT_AFTER_S` at a
-time; then it runs alone until one of its batches is fast again.
+batch in all) and is processed with one call. So the database and Centrifugo
+see a few large batches instead of many small ones. A shared batch that takes
+longer than `SPLIT_AFTER_S`, or fails, is cancelled and split: each of its
+lanes processes its own part again, alone, and idempotency keys absorb what
+had gone through. A slow partition (Centrifugo retries, a database stall)
+therefore holds back the others at most `SPLIT_AFTER_S` at a time. Then it
+runs alone until one of its batches is fast again.
 
 A lane never blocks the agent: when its backlog reaches `PAUSE_BATCHES`
 batches, fetching from its partition is paused, and resumed once the backlog
@@ -35,6 +35,7 @@ from typing import Any
 
 import faust
 import structlog
+from activity_streams.acks import release_for_redelivery
 from faust.sensors import Sensor
 from faust.types import TP, AppT, ConsumerT, EventT
 from prometheus_client import Counter, Gauge
@@ -56,7 +57,6 @@ __all__ = [
     "PartitionLane",
     "PartitionLanes",
     "RebalanceSensor",
-    "release_unacknowledged",
 ]
 
 log = structlog.get_logger(__name__)
@@ -80,8 +80,8 @@ used within 5 s."""
 SPLIT_AFTER_S = 10.0
 """Time after which a shared batch is cancelled and split into one batch per lane, in seconds.
 A shared batch of 500 deliveries took up to 4.3 s in the demo on a loaded 2-core machine with
-debug logs on, so a healthy batch is not split, while a stalled partition holds back the others
-for at most 10 s instead of the whole Centrifugo retry budget (120 s)."""
+debug logs on, so a healthy batch is not split. A stalled partition then holds back the others
+for at most 10 s, not for the whole Centrifugo retry budget (120 s)."""
 
 LANE_BACKLOG = Gauge(
     "activity_sink_lane_backlog",
@@ -99,27 +99,15 @@ SHARED_BATCH_SPLITS = Counter(
 )
 
 BatchProcessor = Callable[[Sequence[EventT[Any]]], Awaitable[Any]]
-"""Processes a batch of events of one or more partitions and returns what `BatchFinisher`
-takes; it may be cancelled and called again with part of the batch, so it must be idempotent."""
+"""Processor of a batch of events of one or more partitions, returning what `BatchFinisher`
+takes. It may be cancelled and called again with part of the batch, so it must be idempotent."""
 
 BatchFinisher = Callable[[Any], Awaitable[None]]
-"""Hands the outcome of a processed batch on (receipts, dead letters); never cancelled by a
-split, so what it produces is produced once per processed batch."""
+"""Finisher that produces the outcome of a processed batch (receipts, dead letters). A split
+does not cancel it, so it produces each processed batch's outcome once."""
 
 Acknowledger = Callable[[EventT[Any]], Awaitable[bool]]
-"""Acknowledges one event to Faust (`Stream.ack`), so that its offset may be committed."""
-
-
-def release_unacknowledged(events: Iterable[EventT[Any]]) -> None:
-    """Let Faust stop waiting for events that will be read again instead of acknowledged.
-
-    When a rebalance starts, Faust waits until every event it handed out was acknowledged
-    or garbage-collected, but its stream keeps a reference to the last message it read.
-    Marking a dropped event's message as acknowledged ends that wait without acknowledging
-    it to the consumer: its offset is not committed, so the partition's owner reads it again.
-    """
-    for event in events:
-        event.message.acked = True
+"""Acknowledger of one event to Faust (`Stream.ack`), so that its offset may be committed."""
 
 
 class LaneState(StrEnum):
@@ -141,7 +129,7 @@ _LANE_TRANSITIONS: dict[LaneState, frozenset[LaneState]] = {
 
 
 class LaneMode(StrEnum):
-    """How a lane's batches are processed."""
+    """Processing mode of a lane's batches."""
 
     SHARED = "shared"
     """The lane's batches join the shared batches of the idle lanes."""
@@ -248,7 +236,7 @@ class PartitionLane:
         if self.state is LaneState.STOPPED:
             return
         self._move_to(LaneState.STOPPED)
-        release_unacknowledged([*self._in_flight, *self._queue])
+        release_for_redelivery([*self._in_flight, *self._queue])
         self._in_flight = []
         self._queue.clear()
         with contextlib.suppress(KeyError):
@@ -333,10 +321,12 @@ class PartitionLane:
 
 
 class RebalanceSensor(Sensor):
-    """Tells the registered lanes that a rebalance started, as early as Faust detects it.
+    """Sensor that notifies the registered lanes when a rebalance starts.
+
+    It acts as early as Faust detects the rebalance.
 
     Faust calls `on_rebalance_start` from its consumer thread before it waits for
-    every unacknowledged event; the lanes are told on their own event loop.
+    every unacknowledged event. The lanes are notified on their own event loop.
     Add one instance to `app.sensors` before the worker starts.
     """
 
@@ -418,7 +408,7 @@ class PartitionLanes:
         them again from the committed offset.
         """
         if self.state is not LanesState.OPEN:
-            release_unacknowledged(events)
+            release_for_redelivery(events)
             log.debug("events_dropped_for_redelivery", state=self.state.value)
             return 0
         generation = self._app.consumer_generation_id
@@ -426,7 +416,7 @@ class PartitionLanes:
         for event in events:
             message = event.message
             if message.generation_id != generation:
-                release_unacknowledged([event])
+                release_for_redelivery([event])
                 continue
             # Faust's own TP type: the message's may be the Kafka client's, which
             # `resume_partitions` would put into the active set unconverted.
@@ -472,7 +462,7 @@ class PartitionLanes:
         self.state = target
 
     async def _share_batches(self) -> None:
-        """Start a shared batch whenever none is in flight and an idle lane holds events."""
+        """Start a shared batch whenever none is in flight and an idle lane contains events."""
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -496,14 +486,14 @@ class PartitionLanes:
             if room == 0:
                 break
             if lane.ready_to_share:
-                taken = lane.take(room)
-                room -= len(taken)
-                parts.append((lane, taken))
+                part_events = lane.take(room)
+                room -= len(part_events)
+                parts.append((lane, part_events))
         return parts
 
     async def _run_shared(self, parts: list[tuple[PartitionLane, list[EventT[Any]]]]) -> None:
         """Process the lanes' batches with one call; split them when that is slow or fails."""
-        events = [event for _, taken in parts for event in taken]
+        events = [event for _, part_events in parts for event in part_events]
         try:
             try:
                 outcome = await asyncio.wait_for(self._process(events), SPLIT_AFTER_S)
@@ -525,7 +515,7 @@ class PartitionLanes:
         log.warning(
             "shared_batch_split",
             partitions=[lane.tp.partition for lane, _ in parts],
-            events=sum(len(taken) for _, taken in parts),
+            events=sum(len(part_events) for _, part_events in parts),
             error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
             consequence="each partition processes its part alone; a slow one holds back no other",
         )

@@ -31,7 +31,7 @@ SEND_TIMEOUT_S = 60.0
 """How long a batch's records may wait for acknowledgements before the batch is sent again."""
 
 POLL_INTERVAL_S = 0.05
-"""Longest wait of the polling thread for an acknowledgement; it returns as soon as one arrives."""
+"""Maximum wait of the polling thread for an acknowledgement. It returns as soon as one arrives."""
 
 QUEUE_FULL_WAIT_S = 0.01
 """Pause when librdkafka's local queue is full, for the polling thread to free room."""
